@@ -1,0 +1,1 @@
+"""Thin adapters to outside libraries (``mlcodec.integrations``): one module per library."""

@@ -1,0 +1,198 @@
+"""The ``mlcodec`` command line. Every command is ``main(argv) -> int``; tests call it in-process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from mlcodec.bitstream import BitstreamError, read_header
+from mlcodec.codecs.base import DEFAULT_QUALITY
+from mlcodec.data.photos import IMAGE_SUFFIXES, list_image_files
+from mlcodec.registry import DEFAULT_CODEC, codec_config, codec_for, create_codec, list_codecs
+
+log = logging.getLogger("mlcodec")
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _inputs(sources: Sequence[str], suffixes: set[str]) -> list[tuple[Path, Path]]:
+    """(file, path relative to its source root) for files and folders given on the line."""
+    found = []
+    for src in sources:
+        p = Path(src)
+        if p.is_dir():
+            found += [(f, f.relative_to(p)) for f in sorted(p.rglob("*"))
+                      if f.is_file() and f.suffix.lower() in suffixes]
+        elif p.is_file():
+            found.append((p, Path(p.name)))
+        else:
+            raise CliError(f"no such file or folder: {src}")
+    if not found:
+        raise CliError(f"no {'/'.join(sorted(suffixes))} files in {' '.join(sources)}")
+    return found
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    codec = create_codec(args.codec)
+    files = _inputs(args.sources, IMAGE_SUFFIXES)
+    out = Path(args.output)
+    total_in = total_out = 0
+    for path, rel in tqdm(files, desc="compress", unit="img", disable=args.quiet):
+        try:
+            with Image.open(path) as im:
+                im.load()
+                data = codec.compress(im, quality=args.quality)
+        except (OSError, ValueError) as e:
+            raise CliError(f"{path}: cannot compress: {e}") from e
+        dest = (out / rel).with_suffix(codec.config.file_extension)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        total_in += path.stat().st_size
+        total_out += len(data)
+    print(f"compressed {len(files)} images with {codec.name} at quality {args.quality}: "
+          f"{total_in} -> {total_out} bytes, written to {out}")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    files = _inputs(args.files, {".mlc"})
+    out = Path(args.output)
+    codecs: dict[int, object] = {}
+    for path, rel in tqdm(files, desc="decode", unit="img", disable=args.quiet):
+        data = path.read_bytes()
+        try:
+            cid = read_header(data).codec_id
+            codec = codecs.setdefault(cid, codec_for(data))
+            image = codec.decompress(data)  # type: ignore[attr-defined]
+        except BitstreamError as e:
+            raise CliError(f"{path}: {e}") from e
+        dest = (out / rel).with_suffix(".png")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        image.save(dest)
+    print(f"decoded {len(files)} files to {out}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"no such file: {path}")
+    data = path.read_bytes()
+    try:
+        h = read_header(data)
+    except BitstreamError as e:
+        raise CliError(f"{path}: {e}") from e
+    names = [n for n in list_codecs() if codec_config(n).codec_id == h.codec_id]
+    info = {
+        "file": str(path), "bytes": len(data), "codec": names[0] if names else None,
+        "codec_id": h.codec_id, "fingerprint": h.fingerprint.hex(), "quality": h.quality,
+        "original_size": list(h.original_size), "padded_size": list(h.padded_size),
+        "latent_shape": list(h.latent_shape), "source_mode": h.source_mode,
+        "bpp": 8 * len(data) / (h.original_size[0] * h.original_size[1]),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            print(f"{k:>14}: {v}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mlcodec.demo import format_rows, run_demo
+
+    codec = create_codec(args.codec)
+    out = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="mlcodec-demo-"))
+    print(f"mlcodec demo: {codec.name}, quality {args.quality}, on built-in photos "
+          f"(scikit-image), long side {args.size}px")
+    rows = run_demo(codec, out, args.quality, max_side=args.size)
+    print(format_rows(rows))
+    n = len(rows)
+    print(f"mean: {sum(r.bpp for r in rows) / n:.3f} bpp, PSNR {sum(r.psnr for r in rows) / n:.2f} dB"
+          f" (JPEG at the same bytes: {sum(r.jpeg_psnr for r in rows) / n:.2f} dB)")
+    print(f"wrote {n} .mlc bitstreams and decoded PNGs to {out}")
+    return 0
+
+
+def cmd_train_codec(args: argparse.Namespace) -> int:
+    from mlcodec.train import TrainConfig, train
+
+    cfg = TrainConfig(out=args.output, data=tuple(args.data), use_skimage=not args.no_skimage,
+                      steps=args.steps, batch_size=args.batch_size, patch=args.patch, lr=args.lr,
+                      bf16=args.bf16, seed=args.seed, threads=args.threads, device=args.device)
+    path = train(cfg)
+    print(f"weights written to {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlcodec", description=__doc__)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compress", help="images (files or folders) to .mlc bitstreams")
+    c.add_argument("sources", nargs="+")
+    c.add_argument("-o", "--output", required=True, help="output folder")
+    c.add_argument("--quality", type=float, default=DEFAULT_QUALITY, help="0 (smallest) .. 1 (best)")
+    c.add_argument("--codec", default=DEFAULT_CODEC, choices=list_codecs())
+    c.set_defaults(func=cmd_compress)
+
+    d = sub.add_parser("decode", help=".mlc bitstreams (files or folders) to PNG")
+    d.add_argument("files", nargs="+")
+    d.add_argument("-o", "--output", required=True, help="output folder")
+    d.set_defaults(func=cmd_decode)
+
+    i = sub.add_parser("info", help="print the header of an .mlc file")
+    i.add_argument("file")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+
+    m = sub.add_parser("demo", help="end-to-end run on built-in photos")
+    m.add_argument("-o", "--output", help="folder for the bitstreams and PNGs (default: a temp dir)")
+    m.add_argument("--quality", type=float, default=DEFAULT_QUALITY)
+    m.add_argument("--size", type=int, default=256, help="long side of the demo photos")
+    m.add_argument("--codec", default=DEFAULT_CODEC, choices=list_codecs(kind="learned"))
+    m.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train-codec", help="train the default codec's weights (see README)")
+    t.add_argument("--data", nargs="*", default=[], help="photo folders (scripts/fetch_photos.sh)")
+    t.add_argument("--no-skimage", action="store_true", help="leave out scikit-image's photos")
+    t.add_argument("-o", "--output", default="runs/mlcodec-hyperprior")
+    t.add_argument("--steps", type=int, default=30000)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--patch", type=int, default=128)
+    t.add_argument("--lr", type=float, default=2e-4)
+    t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the transforms")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    t.add_argument("--device", default="cpu")
+    t.set_defaults(func=cmd_train_codec)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except (CliError, ValueError, FileNotFoundError) as e:  # BitstreamError is a ValueError
+        print(f"mlcodec {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Codec implementations; build them through :func:`mlcodec.create_codec`."""

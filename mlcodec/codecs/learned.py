@@ -1,0 +1,129 @@
+"""Learned codecs: images to ``.mlc`` bitstreams through a hyperprior model and rANS coding.
+
+:class:`LatentCodec` owns what every learned codec shares: input conversion, padding to the
+model's stride and cropping back, the container (:mod:`mlcodec.bitstream`), fingerprint checks and
+batching by padded size. Subclasses say how a padded batch becomes rANS strings and back.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mlcodec import bitstream as bsf
+from mlcodec.bitstream import Bitstream, BitstreamError, BitstreamHeader
+from mlcodec.codecs.base import DEFAULT_QUALITY, Codec, CodecConfig, check_quality
+from mlcodec.imageio import to_pil, to_tensor
+
+
+def pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Replicate-pad ``(B, C, H, W)`` on the bottom/right to a multiple of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+class LatentCodec(Codec):
+    """Base of learned codecs: subclasses implement the three ``_``-methods below."""
+
+    stride: int = 64
+
+    def __init__(self, config: CodecConfig, device: str = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+
+    # -- what a subclass provides --------------------------------------------------------------
+    @abc.abstractmethod
+    def fingerprint(self, quality: float) -> bytes:
+        """8-byte fingerprint of the weights that code this quality."""
+
+    @abc.abstractmethod
+    def _encode(self, x: torch.Tensor, quality: float) -> tuple[list[tuple[bytes, ...]], tuple[int, int, int]]:
+        """Padded batch ``(B, 3, H, W)`` to per-image strings and the latent shape ``(C, h, w)``."""
+
+    @abc.abstractmethod
+    def _decode(self, streams: Sequence[Bitstream]) -> torch.Tensor:
+        """Same-shape, same-quality bitstreams to the batched dequantized latent ``y_hat``."""
+
+    @abc.abstractmethod
+    def _synthesize(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
+        """Latent to the padded reconstruction ``(B, 3, H, W)`` in [0, 1]."""
+
+    # -- the shared pipeline -------------------------------------------------------------------
+    @torch.inference_mode()
+    def compress_batch(self, images: Sequence[Any], quality: float = DEFAULT_QUALITY) -> list[bytes]:
+        q = float(torch.tensor(check_quality(quality), dtype=torch.float32))  # as stored (f32)
+        prepared = [to_tensor(im, what=f"image {i}") for i, im in enumerate(images)]
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        padded = []
+        for i, (t, _) in enumerate(prepared):
+            p = pad_to(t[None], self.stride)[0]
+            padded.append(p)
+            groups[tuple(p.shape[-2:])].append(i)
+        out: list[bytes] = [b""] * len(images)
+        fp = self.fingerprint(q)
+        for size, idx in groups.items():
+            x = torch.stack([padded[i] for i in idx]).to(self.device)
+            strings, latent_shape = self._encode(x, q)
+            for i, s in zip(idx, strings):
+                t, mode = prepared[i]
+                header = BitstreamHeader(self.config.codec_id, fp, q, tuple(t.shape[-2:]), size,
+                                         latent_shape, mode)
+                out[i] = bsf.pack(Bitstream(header, s))
+        return out
+
+    def _parse(self, data: Sequence[bytes]) -> list[Bitstream]:
+        streams = []
+        for i, d in enumerate(data):
+            try:
+                bs = bsf.unpack(d)
+            except BitstreamError as e:
+                raise BitstreamError(f"bitstream {i}: {e}") from None
+            h = bs.header
+            if h.codec_id != self.config.codec_id:
+                raise BitstreamError(
+                    f"bitstream {i} was written by codec id {h.codec_id}, not {self.name} "
+                    f"(id {self.config.codec_id}); decode it with mlcodec.codec_for(data)"
+                )
+            expected = self.fingerprint(h.quality)
+            if h.fingerprint != expected:
+                raise BitstreamError(
+                    f"bitstream {i} was written with weights {h.fingerprint.hex()}, but this "
+                    f"{self.name} has weights {expected.hex()}; load the weights it was made with"
+                )
+            streams.append(bs)
+        return streams
+
+    def _grouped(self, streams: list[Bitstream]) -> dict[tuple, list[int]]:
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, bs in enumerate(streams):
+            groups[(bs.header.latent_shape, bs.header.quality)].append(i)
+        return groups
+
+    @torch.inference_mode()
+    def decode_latents(self, data: Sequence[bytes]) -> list[torch.Tensor]:
+        streams = self._parse(data)
+        out: list[torch.Tensor] = [torch.empty(0)] * len(streams)
+        for _, idx in self._grouped(streams).items():
+            y_hat = self._decode([streams[i] for i in idx])
+            for j, i in enumerate(idx):
+                out[i] = y_hat[j]
+        return out
+
+    @torch.inference_mode()
+    def decompress_batch(self, data: Sequence[bytes]) -> list[Image.Image]:
+        streams = self._parse(data)
+        out: list[Image.Image | None] = [None] * len(streams)
+        for (_, q), idx in self._grouped(streams).items():
+            x_hat = self._synthesize(self._decode([streams[i] for i in idx]), q)
+            for j, i in enumerate(idx):
+                h = streams[i].header
+                oh, ow = h.original_size
+                out[i] = to_pil(x_hat[j, :, :oh, :ow], h.source_mode)
+        return out  # type: ignore[return-value]

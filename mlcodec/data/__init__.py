@@ -1,0 +1,1 @@
+"""Datasets: offline photo sets for codec training and evaluation."""

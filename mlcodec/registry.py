@@ -1,0 +1,97 @@
+"""The one table of codec names (timm-style): ``create_codec``, ``list_codecs``, ``codec_for``."""
+
+from __future__ import annotations
+
+import fnmatch
+from importlib import resources
+from pathlib import Path
+
+from mlcodec.bitstream import BitstreamError, read_header
+from mlcodec.codecs.base import Codec, CodecConfig
+
+
+def _build_gained(config: CodecConfig, pretrained: bool, device: str) -> Codec:
+    from mlcodec.codecs.hyperprior import GainedHyperpriorCodec
+    from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
+    from mlcodec.weights import load_weights, read_metadata
+
+    if pretrained:
+        path = pretrained_path(config)
+        arch = read_metadata(path)["architecture"]
+        model = GainedMeanScaleHyperprior(**arch)  # type: ignore[arg-type]
+        load_weights(model, path)
+    else:
+        from mlcodec.train import DEFAULT_LAMBDAS
+
+        model = GainedMeanScaleHyperprior(num_levels=len(DEFAULT_LAMBDAS))
+        model.init_gains(list(DEFAULT_LAMBDAS))
+        model.update(force=True)
+    return GainedHyperpriorCodec(config, model, device)
+
+
+def _build_bmshj(config: CodecConfig, pretrained: bool, device: str) -> Codec:
+    from mlcodec.codecs.hyperprior import Bmshj2018Codec
+
+    return Bmshj2018Codec(config, pretrained, device)
+
+
+def _build_pillow(config: CodecConfig, pretrained: bool, device: str) -> Codec:
+    from mlcodec.codecs.pixel import PillowCodec
+
+    return PillowCodec(config)
+
+
+_CODECS: dict[str, CodecConfig] = {
+    c.name: c
+    for c in (
+        CodecConfig("mlcodec-hyperprior", 1, "learned",
+                    "Mean-scale hyperprior with gain units; one model for quality 0..1 (default)",
+                    _build_gained, weights="mlcodec-hyperprior.safetensors"),
+        CodecConfig("bmshj2018-hyperprior", 2, "learned",
+                    "CompressAI's scale hyperprior (Balle 2018), 8 models; weights download once",
+                    _build_bmshj),
+        CodecConfig("jpeg", 101, "pixel", "Pillow JPEG, 4:2:0", _build_pillow, file_extension=".jpg"),
+        CodecConfig("webp", 102, "pixel", "Pillow WebP (method 6)", _build_pillow, file_extension=".webp"),
+        CodecConfig("avif", 103, "pixel", "Pillow AVIF, 4:2:0", _build_pillow, file_extension=".avif"),
+    )
+}
+DEFAULT_CODEC = "mlcodec-hyperprior"
+
+
+def list_codecs(pattern: str = "*", kind: str | None = None) -> list[str]:
+    """Registered codec names matching a glob ``pattern`` (and ``kind``: learned/pixel)."""
+    return [n for n, c in _CODECS.items()
+            if fnmatch.fnmatch(n, pattern) and (kind is None or c.kind == kind)]
+
+
+def codec_config(name: str) -> CodecConfig:
+    try:
+        return _CODECS[name]
+    except KeyError:
+        raise ValueError(f"Unknown codec {name!r}; see mlcodec.list_codecs(): {list_codecs()}") from None
+
+
+def pretrained_path(config: CodecConfig) -> Path:
+    if config.weights is None:
+        raise ValueError(f"{config.name} ships no weights in the package")
+    path = Path(str(resources.files("mlcodec.pretrained") / config.weights))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Packaged weights {path} are missing; reinstall mlcodec or use pretrained=False"
+        )
+    return path
+
+
+def create_codec(name: str = DEFAULT_CODEC, pretrained: bool = True, device: str = "cpu") -> Codec:
+    """Build a registered codec; ``pretrained=False`` gives random weights (for tests)."""
+    config = codec_config(name)
+    return config.builder(config, pretrained, device)
+
+
+def codec_for(data: bytes, pretrained: bool = True, device: str = "cpu") -> Codec:
+    """The codec that wrote an ``.mlc`` bitstream, from the codec id in its header."""
+    codec_id = read_header(data).codec_id
+    for c in _CODECS.values():
+        if c.codec_id == codec_id and c.kind == "learned":
+            return create_codec(c.name, pretrained, device)
+    raise BitstreamError(f"bitstream names codec id {codec_id}, which this mlcodec does not know")

@@ -1,0 +1,62 @@
+"""Weights as safetensors (never pickle) and the fingerprint written into every bitstream.
+
+The quantized CDF tables built by CompressAI's ``update()`` are stored with the weights, so the
+encoder and decoder use bit-identical tables on every machine instead of recomputing them in
+floating point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+# Entropy-model buffers whose shapes are only known after update(): resized on load.
+_ENTROPY_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+
+def fingerprint(model: nn.Module) -> bytes:
+    """First 8 bytes of a SHA-256 over every parameter and buffer (names, dtypes, shapes, data)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes() if t.numel() else b"")
+    return h.digest()[:8]
+
+
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, object]) -> None:
+    """Save all parameters and buffers to ``path`` with JSON-encoded ``metadata``."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
+
+
+def read_metadata(path: str | Path) -> dict[str, object]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load safetensors weights into ``model``, resizing the entropy coder's table buffers."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No weights file at {path}")
+    state = load_file(str(path))
+    for name, tensor in state.items():
+        module_name, _, buf = name.rpartition(".")
+        if buf in _ENTROPY_BUFFERS:
+            module = model.get_submodule(module_name)
+            setattr(module, buf, torch.empty_like(tensor))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"Weights at {path} do not fit {type(model).__name__}: "
+            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )

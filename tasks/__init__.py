@@ -1,0 +1,1 @@
+"""Task heads that read mlcodec latents (``mlcodec.tasks``); see the task-heads issue."""

@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlcodec.cli import main
+
+
+@pytest.fixture()
+def image_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(src / "a.png")
+    Image.fromarray(rng.integers(0, 256, (33, 17), dtype=np.uint8)).save(src / "sub" / "b.jpg")
+    (src / "notes.txt").write_text("not an image")
+    return src
+
+
+def test_compress_decode_info(tmp_path, image_dir, capsys):
+    out = tmp_path / "mlc"
+    assert main(["-q", "compress", str(image_dir), "-o", str(out), "--quality", "0.3"]) == 0
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mlc"))
+    assert files == ["a.mlc", "sub/b.mlc"]
+    assert "compressed 2 images" in capsys.readouterr().out
+
+    png = tmp_path / "png"
+    assert main(["-q", "decode", str(out), "-o", str(png)]) == 0
+    a, b = Image.open(png / "a.png"), Image.open(png / "sub" / "b.png")
+    assert (a.size, a.mode) == ((60, 40), "RGB")
+    assert (b.size, b.mode) == ((17, 33), "L")
+
+    capsys.readouterr()
+    assert main(["info", str(out / "a.mlc"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["codec"] == "mlcodec-hyperprior"
+    assert info["original_size"] == [40, 60] and info["padded_size"] == [64, 64]
+    assert info["quality"] == pytest.approx(0.3)
+    assert info["bytes"] == (out / "a.mlc").stat().st_size
+
+
+def test_compress_with_pixel_codec(tmp_path, image_dir):
+    out = tmp_path / "jpg"
+    assert main(["-q", "compress", str(image_dir / "a.png"), "-o", str(out), "--codec", "jpeg"]) == 0
+    assert Image.open(out / "a.jpg").format == "JPEG"
+
+
+def test_errors_are_one_line_and_nonzero(tmp_path, image_dir, capsys):
+    assert main(["compress", str(tmp_path / "missing"), "-o", str(tmp_path / "o")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+    assert main(["compress", str(image_dir), "-o", str(tmp_path / "o"), "--quality", "2"]) == 2
+    assert "quality must be a float in [0, 1]" in capsys.readouterr().err
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    assert main(["-q", "compress", str(broken), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "broken.png: cannot compress" in err
+
+    out = tmp_path / "mlc"
+    main(["-q", "compress", str(image_dir / "a.png"), "-o", str(out)])
+    data = bytearray((out / "a.mlc").read_bytes())
+    data[-10] ^= 1
+    (out / "a.mlc").write_bytes(bytes(data))
+    assert main(["-q", "decode", str(out / "a.mlc"), "-o", str(tmp_path / "png")]) == 2
+    assert "a.mlc: corrupted bitstream" in capsys.readouterr().err
+
+    (out / "fake.mlc").write_bytes(b"GIF89a....")
+    assert main(["info", str(out / "fake.mlc")]) == 2
+    assert "not an mlcodec bitstream" in capsys.readouterr().err
+
+
+def test_demo_prints_what_it_did(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path), "--size", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "astronaut" in out and "PSNR" in out and "bpp" in out
+    assert sorted(p.name for p in tmp_path.glob("*.mlc")) == ["astronaut.mlc", "chelsea.mlc", "coffee.mlc"]
+    assert Image.open(tmp_path / "coffee.png").size[0] == 128

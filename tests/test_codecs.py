@@ -1,0 +1,147 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mlcodec
+from mlcodec.bitstream import read_header
+from mlcodec.metrics import psnr
+
+ALL = mlcodec.list_codecs()
+LEARNED = mlcodec.list_codecs(kind="learned")
+
+
+def test_registry_table():
+    assert mlcodec.DEFAULT_CODEC == "mlcodec-hyperprior"
+    assert {"mlcodec-hyperprior", "bmshj2018-hyperprior", "jpeg", "webp", "avif"} <= set(ALL)
+    assert mlcodec.list_codecs("*hyperprior") == ["mlcodec-hyperprior", "bmshj2018-hyperprior"]
+    ids = [mlcodec.codec_config(n).codec_id for n in ALL]
+    assert len(set(ids)) == len(ids)
+    with pytest.raises(ValueError, match="Unknown codec 'nope'; see mlcodec.list_codecs"):
+        mlcodec.create_codec("nope")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_round_trip_size_and_mode(codecs, name, noise_image):
+    codec = codecs[name]
+    data = codec.compress(noise_image, quality=0.5)
+    assert isinstance(data, bytes) and len(data) > 0
+    out = codec.decompress(data)
+    assert out.size == noise_image.size and out.mode == "RGB"
+
+
+@pytest.mark.parametrize("name", LEARNED)
+@pytest.mark.parametrize("size", [(1, 1), (1, 70), (63, 65), (130, 70)])
+def test_learned_odd_sizes_header_and_latent(codecs, name, size):
+    codec = codecs[name]
+    w, h = size
+    img = Image.new("RGB", (w, h), (200, 30, 90))
+    data = codec.compress(img, quality=0.3)
+    header = read_header(data)
+    assert header.original_size == (h, w)
+    assert header.padded_size == (-(-h // 64) * 64, -(-w // 64) * 64)
+    assert header.codec_id == codec.config.codec_id
+    assert codec.decompress(data).size == (w, h)
+    latent = codec.decode_latent(data)
+    assert latent.dtype == torch.float32
+    assert tuple(latent.shape) == header.latent_shape
+    assert latent.shape[1:] == (header.padded_size[0] // 16, header.padded_size[1] // 16)
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_deterministic_bytes(codecs, name, noise_image):
+    codec = codecs[name]
+    assert codec.compress(noise_image, 0.7) == codec.compress(noise_image, 0.7)
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_batch_equals_single(codecs, name, noise_image, photo):
+    codec = codecs[name]
+    images = [noise_image, photo, noise_image.transpose(Image.FLIP_LEFT_RIGHT), photo.rotate(180)]
+    batch = codec.compress_batch(images, quality=0.6)
+    singles = [codec.decode_latent(b) for b in batch]
+    for a, b in zip(codec.decode_latents(batch), singles):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    for im, dec in zip(images, codec.decompress_batch(batch)):
+        assert dec.size == im.size
+
+
+def test_modes_and_input_types(codecs):
+    codec = codecs["mlcodec-hyperprior"]
+    rng = np.random.default_rng(1)
+    rgb8 = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    cases = {
+        "L": (Image.fromarray(rgb8[:, :, 0]), "L"),
+        "1": (Image.fromarray(rgb8[:, :, 0] > 127), "L"),
+        "RGBA": (Image.fromarray(np.dstack([rgb8, rgb8[:, :, :1]])), "RGB"),
+        "P": (Image.fromarray(rgb8).convert("P"), "RGB"),
+        "CMYK": (Image.fromarray(rgb8).convert("CMYK"), "RGB"),
+        "I;16": (Image.fromarray(rgb8[:, :, 0].astype(np.uint16) * 257), "L"),
+        "F": (Image.fromarray(rgb8[:, :, 0].astype(np.float32) / 255), "L"),
+        "uint16": (rgb8.astype(np.uint16) * 257, "RGB"),
+        "float": (rgb8.astype(np.float32) / 255, "RGB"),
+        "gray array": (rgb8[:, :, 0], "L"),
+        "tensor u8": (torch.from_numpy(rgb8).permute(2, 0, 1).contiguous(), "RGB"),
+        "tensor f 1xCxHxW": (torch.from_numpy(rgb8).permute(2, 0, 1)[None].float() / 255, "RGB"),
+    }
+    for what, (image, mode) in cases.items():
+        out = codec.decompress(codec.compress(image, quality=0.5))
+        assert out.size == (50, 40), what
+        assert out.mode == mode, what
+
+
+def test_equivalent_inputs_give_equal_bytes(codecs, noise_image):
+    codec = codecs["mlcodec-hyperprior"]
+    arr = np.array(noise_image)
+    a = codec.compress(noise_image, 0.4)
+    assert codec.compress(arr, 0.4) == a
+    assert codec.compress(torch.from_numpy(arr).permute(2, 0, 1).contiguous(), 0.4) == a
+    assert codec.compress(arr.astype(np.uint16) * 257, 0.4) == a
+
+
+def test_bad_inputs(codecs):
+    codec = codecs["mlcodec-hyperprior"]
+    with pytest.raises(ValueError, match=r"quality must be a float in \[0, 1\]"):
+        codec.compress(Image.new("RGB", (8, 8)), quality=1.5)
+    with pytest.raises(TypeError, match="expected a PIL image"):
+        codec.compress("photo.jpg")
+    with pytest.raises(ValueError, match="image 0: expected HxW"):
+        codec.compress(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ValueError, match="NaN"):
+        codec.compress(np.full((4, 4, 3), np.nan, np.float32))
+    with pytest.raises(TypeError, match="jpeg is a pixel codec"):
+        codecs["jpeg"].decode_latent(codecs["jpeg"].compress(Image.new("RGB", (8, 8))))
+
+
+def test_wrong_weights_and_wrong_codec_are_named(codecs, noise_image):
+    trained = codecs["mlcodec-hyperprior"]
+    data = trained.compress(noise_image, 0.5)
+    other = mlcodec.create_codec("mlcodec-hyperprior", pretrained=False)
+    fp_data, fp_other = read_header(data).fingerprint.hex(), other.fingerprint(0.5).hex()
+    assert fp_data != fp_other
+    with pytest.raises(mlcodec.BitstreamError, match=f"{fp_data}.*{fp_other}"):
+        other.decompress(data)
+    with pytest.raises(mlcodec.BitstreamError, match="codec id 1, not bmshj2018-hyperprior"):
+        codecs["bmshj2018-hyperprior"].decode_latent(data)
+    assert mlcodec.codec_for(data).name == "mlcodec-hyperprior"
+
+
+def test_corrupted_bytes_raise(codecs, noise_image):
+    codec = codecs["mlcodec-hyperprior"]
+    data = bytearray(codec.compress(noise_image, 0.5))
+    data[len(data) // 2] ^= 0xFF
+    with pytest.raises(mlcodec.BitstreamError, match="bitstream 0: corrupted"):
+        codec.decompress(bytes(data))
+    with pytest.raises(mlcodec.BitstreamError, match="truncated"):
+        codec.decode_latent(bytes(data[:60]))
+
+
+def test_default_codec_quality_is_monotone(codecs, photo):
+    codec = codecs["mlcodec-hyperprior"]
+    sizes, psnrs = [], []
+    for q in (0.0, 0.25, 0.5, 0.75, 1.0):
+        data = codec.compress(photo, q)
+        sizes.append(len(data))
+        psnrs.append(psnr(photo, codec.decompress(data)))
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    assert psnrs == sorted(psnrs)
