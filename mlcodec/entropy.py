@@ -5,6 +5,10 @@ CompressAI's ``EntropyModel.compress``/``decompress`` rebuild Python lists of th
 tables are converted once per codec (:class:`CdfTables`) and the hyper-latent ``z`` and the
 latent ``y`` are written into one rANS stream (``BufferedRansEncoder``), decoded in the same order
 (``RansDecoder.decode_stream``), so an image is one string and one coder set-up.
+
+The coder copies every CDF it is handed from Python into C++ on each call, so each call is given
+only the tables its symbols use (rows trimmed to their length, indexes remapped): the copy then
+scales with what an image needs, not with the size of the scale table.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ class CdfTables:
     def from_model(cls, em: EntropyModel) -> CdfTables:
         if em._quantized_cdf.numel() == 0:
             raise RuntimeError("Entropy model has no CDF tables: call codec.update() first")
+        lengths = em._cdf_length.reshape(-1).int().tolist()
         return cls(
-            em._quantized_cdf.tolist(),
-            em._cdf_length.reshape(-1).int().tolist(),
+            [row[:n] for row, n in zip(em._quantized_cdf.tolist(), lengths)],
+            lengths,
             em._offset.reshape(-1).int().tolist(),
         )
 
@@ -41,14 +46,20 @@ def encode(parts: Sequence[tuple[torch.Tensor, torch.Tensor, CdfTables]]) -> byt
     """Encode ``(symbols, indexes, tables)`` parts, in order, into one rANS string."""
     enc = BufferedRansEncoder()
     for symbols, indexes, tables in parts:
-        enc.encode_with_indexes(
-            _as_list(symbols), _as_list(indexes), tables.cdfs, tables.lengths, tables.offsets
-        )
+        enc.encode_with_indexes(_as_list(symbols), *_used_tables(indexes, tables))
     return enc.flush()
 
 
 def _as_list(t: torch.Tensor) -> list[int]:
     return t.reshape(-1).to(torch.int32).numpy().tolist()
+
+
+def _used_tables(indexes: torch.Tensor, tables: CdfTables):
+    """Indexes remapped onto the subset of tables they use, and that subset (cdfs, lengths, offsets)."""
+    used, inverse = np.unique(indexes.reshape(-1).numpy(), return_inverse=True)
+    u = used.tolist()
+    return (inverse.astype(np.int32).tolist(), [tables.cdfs[i] for i in u],
+            [tables.lengths[i] for i in u], [tables.offsets[i] for i in u])
 
 
 class StreamDecoder:
@@ -59,7 +70,5 @@ class StreamDecoder:
         self._dec.set_stream(string)
 
     def decode(self, indexes: torch.Tensor, tables: CdfTables) -> torch.Tensor:
-        values = self._dec.decode_stream(
-            _as_list(indexes), tables.cdfs, tables.lengths, tables.offsets
-        )
+        values = self._dec.decode_stream(*_used_tables(indexes, tables))
         return torch.from_numpy(np.asarray(values, dtype=np.int32)).reshape(indexes.shape)

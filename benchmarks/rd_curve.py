@@ -1,0 +1,130 @@
+"""Rate-distortion of the default codec against Pillow JPEG (4:2:0), WebP and AVIF.
+
+Held-out photos (never used in training, see mlcodec.data.photos), long side 512 px. For each
+codec and quality: mean bpp from the real bytes, mean PSNR (RGB) and MS-SSIM over the photos.
+Prints the table, BD-rates against JPEG over 0.1-1.0 bpp, and writes a plot.
+
+    python benchmarks/rd_curve.py [--photos ~/.cache/mlcodec/photos] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import mlcodec
+from mlcodec.data.photos import evaluation_photos
+from mlcodec.metrics import bd_rate, bpp, ms_ssim, psnr
+
+QUALITIES = {
+    "mlcodec-hyperprior": [round(q, 3) for q in np.linspace(0.0, 1.0, 11)],
+    "jpeg": [round(q, 3) for q in np.linspace(0.0, 0.95, 20)],
+    "webp": [round(q, 3) for q in np.linspace(0.0, 0.95, 20)],
+    "avif": [round(q, 3) for q in np.linspace(0.0, 0.95, 20)],
+}
+RANGE = (0.1, 1.0)
+
+
+def measure(codec: mlcodec.Codec, photos, quality: float) -> dict[str, float]:
+    images = [p.image for p in photos]
+    datas = codec.compress_batch(images, quality=quality) if codec.config.kind == "learned" \
+        else [codec.compress(im, quality) for im in images]
+    decoded = codec.decompress_batch(datas)
+    return {
+        "quality": quality,
+        "bpp": float(np.mean([bpp(len(d), im) for d, im in zip(datas, images)])),
+        "psnr": float(np.mean([psnr(im, dec) for im, dec in zip(images, decoded)])),
+        "ms_ssim": float(np.mean([ms_ssim(im, dec) for im, dec in zip(images, decoded)])),
+    }
+
+
+def in_range(points: list[dict], margin: int = 1) -> list[dict]:
+    """Points inside RANGE plus ``margin`` neighbours on each side, so the fit spans it."""
+    pts = sorted(points, key=lambda p: p["bpp"])
+    idx = [i for i, p in enumerate(pts) if RANGE[0] <= p["bpp"] <= RANGE[1]]
+    if not idx:
+        return []
+    return pts[max(idx[0] - margin, 0) : idx[-1] + margin + 1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--photos", default=os.path.expanduser("~/.cache/mlcodec/photos"))
+    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dirs = [args.photos] if Path(args.photos).is_dir() else []
+    if not dirs:
+        print(f"note: {args.photos} not found (run scripts/fetch_photos.sh); scikit-image photos only")
+    photos = evaluation_photos(dirs, max_side=512)
+    print(f"{len(photos)} held-out photos: " + ", ".join(f"{p.name} {p.image.width}x{p.image.height}" for p in photos))
+
+    results: dict[str, list[dict]] = {}
+    for name, qualities in QUALITIES.items():
+        codec = mlcodec.create_codec(name)
+        results[name] = [measure(codec, photos, q) for q in qualities]
+
+    print(f"\n{'codec':<20} {'quality':>7} {'bpp':>7} {'PSNR':>7} {'MS-SSIM':>8}")
+    for name, pts in results.items():
+        for p in pts:
+            print(f"{name:<20} {p['quality']:>7.3f} {p['bpp']:>7.3f} {p['psnr']:>7.2f} {p['ms_ssim']:>8.4f}")
+
+    print(f"\nBD-rate against JPEG over {RANGE[0]}-{RANGE[1]} bpp (negative = fewer bits for equal quality)")
+    ref = in_range(results["jpeg"])
+    summary = {}
+    for name, pts in results.items():
+        if name == "jpeg":
+            continue
+        test = in_range(pts)
+        row = {}
+        for metric in ("psnr", "ms_ssim"):
+            row[metric] = bd_rate([p["bpp"] for p in ref], [p[metric] for p in ref],
+                                  [p["bpp"] for p in test], [p[metric] for p in test])
+        summary[name] = row
+        print(f"{name:<20} PSNR {row['psnr']:+7.1f}%   MS-SSIM {row['ms_ssim']:+7.1f}%")
+    test, ref_w = in_range(results["mlcodec-hyperprior"]), in_range(results["webp"])
+    vs_webp = bd_rate([p["bpp"] for p in ref_w], [p["psnr"] for p in ref_w],
+                      [p["bpp"] for p in test], [p["psnr"] for p in test])
+    print(f"mlcodec-hyperprior vs WebP: PSNR BD-rate {vs_webp:+.1f}%")
+    lo_hi = [p["bpp"] for p in results["mlcodec-hyperprior"]]
+    print(f"mlcodec-hyperprior bpp range over quality 0..1: {min(lo_hi):.3f}-{max(lo_hi):.3f}")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rd_curve.json").write_text(json.dumps({"photos": [p.name for p in photos],
+                                                   "results": results, "bd_rate_vs_jpeg": summary,
+                                                   "bd_rate_psnr_vs_webp": vs_webp}, indent=1))
+    plot(results, out / "rd_curve.png")
+    print(f"\nwrote {out / 'rd_curve.json'} and {out / 'rd_curve.png'}")
+
+
+def plot(results: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, pts in results.items():
+        pts = sorted(pts, key=lambda p: p["bpp"])
+        for ax, metric in zip(axes, ("psnr", "ms_ssim")):
+            ax.plot([p["bpp"] for p in pts], [p[metric] for p in pts], "o-", ms=3, label=name)
+    for ax, label in zip(axes, ("PSNR (dB)", "MS-SSIM")):
+        ax.set_xlim(0, 1.2)
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("Held-out photos, long side 512 px")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
