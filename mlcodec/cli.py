@@ -8,6 +8,7 @@ import logging
 import sys
 import tempfile
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from tqdm import tqdm
@@ -179,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     t.add_argument("--device", default="cpu")
     t.set_defaults(func=cmd_train_codec)
+
+    for ep in entry_points(group="mlcodec.commands"):  # plugins, e.g. `shard` from integrations
+        ep.load()(sub)
     return p
 
 

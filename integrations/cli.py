@@ -1,0 +1,59 @@
+"""``mlcodec shard``: the shard-writing job, registered into the ``mlcodec`` CLI as a plugin.
+
+The core CLI finds this through the ``mlcodec.commands`` entry point, so the core never imports
+the integrations package itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import mlcodec
+
+
+def _source(args: argparse.Namespace):
+    from mlcodec.data.sources import CocoSource, ImageFolderSource
+
+    if args.coco:
+        if not args.images:
+            raise ValueError("--coco needs --images DIR (the folder the JSON's file_name is relative to)")
+        return CocoSource(args.coco, args.images)
+    if args.hf:
+        from .hf import HFSource, load_local
+
+        return HFSource(load_local(args.hf), image_column=args.image_column,
+                        label_columns=tuple(args.label_column), name=args.hf)
+    if not args.src:
+        raise ValueError("give an image folder (root/<class>/<image>), --coco JSON or --hf PATH")
+    return ImageFolderSource(args.src)
+
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    from .webdataset import write_shards
+
+    source = _source(args)
+    m = write_shards(source, args.output, codec=args.codec, quality=args.quality,
+                     maxcount=args.maxcount, maxsize=int(args.maxsize_mb * 2**20),
+                     batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+    print(f"{m.samples} samples in {len(m.shards)} shards at {args.output}: "
+          f"{m.shard_bytes} bytes, mean {m.mean_bpp:.3f} bpp ({m.codec}, quality {m.quality})")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("shard", help="compress a dataset into WebDataset shards (resumable)")
+    s.add_argument("src", nargs="?", help="image folder in ImageFolder layout")
+    s.add_argument("--coco", help="COCO instances JSON")
+    s.add_argument("--images", help="image folder for --coco")
+    s.add_argument("--hf", help="a Hugging Face dataset saved with save_to_disk, or parquet file(s)")
+    s.add_argument("--image-column", default="image")
+    s.add_argument("--label-column", action="append", default=[], help="repeatable")
+    s.add_argument("-o", "--output", required=True, help="output folder for shards + manifest")
+    s.add_argument("--quality", type=float, default=mlcodec.DEFAULT_QUALITY)
+    s.add_argument("--codec", default=mlcodec.DEFAULT_CODEC, choices=mlcodec.list_codecs(kind="learned"))
+    s.add_argument("--workers", type=int, default=0, help="encoding processes (0 = in process)")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most")
+    s.add_argument("--maxsize-mb", type=float, default=256, help="shard size at most (MiB)")
+    s.set_defaults(func=cmd_shard)

@@ -1,0 +1,243 @@
+"""WebDataset shards of mlcodec bitstreams: a resumable writer job and loaders.
+
+One sample per image, nothing pickled::
+
+    __key__     "00000042_cat_img_0042"
+    mlc         the packed .mlc bitstream (CRC-protected)
+    cls         the class label as ASCII text (when the target has "label")
+    json        the whole target dict (boxes, labels, segmentation, ...) as UTF-8 JSON
+
+Beside the shards: ``manifest.json`` (codec, fingerprint, quality, counts, bytes, mean bpp, class
+names, source) once the job is complete, and ``progress.jsonl`` with one line per finished shard.
+A shard is written under a ``.tmp`` name and renamed when closed, and only then journaled, so a
+killed job is resumed by rerunning it: finished shards are kept, the partial one is rewritten from
+its first sample, and every sample ends up in exactly one shard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+import mlcodec
+from mlcodec.data.sources import Source, SourceSample
+
+from .latent_loader import CorruptSampleError, DecodeStage, collate_padded, latent_dataset
+from mlcodec.bitstream import read_header
+
+log = logging.getLogger(__name__)
+
+SHARD_PATTERN = "shard-%06d.tar"
+MANIFEST = "manifest.json"
+PROGRESS = "progress.jsonl"
+JOB = "job.json"
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    shard: str
+    start: int  # first source index in the shard
+    end: int  # one past the last
+    bytes: int  # bitstream bytes
+    pixels: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    codec: str
+    codec_id: int
+    fingerprint: str
+    quality: float
+    samples: int
+    shards: list[str]
+    bitstream_bytes: int
+    shard_bytes: int
+    mean_bpp: float
+    class_names: list[str]
+    source: dict[str, Any]
+
+
+def encode_sample(key: str, data: bytes, target: dict[str, Any]) -> dict[str, Any]:
+    """The webdataset sample for one compressed image (the writer's half of the field pair)."""
+    sample: dict[str, Any] = {"__key__": key, "mlc": data,
+                              "json": json.dumps(target, sort_keys=True).encode()}
+    if "label" in target:
+        sample["cls"] = str(int(target["label"])).encode()
+    return sample
+
+
+def decode_target(sample: dict[str, Any]) -> dict[str, Any]:
+    """The reader's half: the target dict back from a raw sample."""
+    return json.loads(sample["json"].decode()) if "json" in sample else {}
+
+
+def _read_progress(out: Path) -> list[ShardRecord]:
+    path = out / PROGRESS
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                records.append(ShardRecord(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError):
+                break  # a torn last line: the shard it names is not counted
+    kept = []
+    for r in records:  # keep the journaled prefix whose shard files still exist
+        if not (out / r.shard).exists() or (kept and r.start != kept[-1].end):
+            break
+        kept.append(r)
+    return kept
+
+
+def _check_job(out: Path, job: dict[str, Any]) -> None:
+    path = out / JOB
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != job:
+            diff = {k: (old.get(k), job.get(k)) for k in set(old) | set(job) if old.get(k) != job.get(k)}
+            raise ValueError(
+                f"{out} holds a shard job with other settings {diff}; "
+                f"use another output folder or delete it"
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(job, indent=1, sort_keys=True))
+
+
+def _load(source: Source, i: int) -> SourceSample:
+    return source[i]
+
+
+def _encode_batch(codec: mlcodec.Codec, source: Source, indexes: list[int], quality: float):
+    samples = [_load(source, i) for i in indexes]
+    try:
+        datas = codec.compress_batch([s.image for s in samples], quality)
+    except (TypeError, ValueError) as e:
+        for s in samples:  # find the sample at fault for a clear message
+            try:
+                codec.compress(s.image, quality)
+            except (TypeError, ValueError) as e2:
+                raise ValueError(f"sample {s.key} ({s.origin}): {e2}") from e2
+        raise
+    return [(s, d) for s, d in zip(samples, datas)]
+
+
+def write_shards(
+    source: Source,
+    out_dir: str | Path,
+    codec: str = mlcodec.DEFAULT_CODEC,
+    quality: float = mlcodec.DEFAULT_QUALITY,
+    maxcount: int = 1000,
+    maxsize: int = 256 * 2**20,
+    batch_size: int = 16,
+    workers: int = 0,
+    progress: bool = True,
+) -> Manifest:
+    """Compress ``source`` into shards in ``out_dir`` (resuming a job killed midway).
+
+    ``workers > 0`` encodes in that many processes (each with its own codec and torch thread);
+    shards are written in source order either way.
+    """
+    import webdataset as wds
+
+    out = Path(out_dir)
+    if mlcodec.codec_config(codec).kind != "learned":
+        raise ValueError(f"shards hold latent bitstreams: {codec!r} is a pixel codec; "
+                         f"choose one of {mlcodec.list_codecs(kind='learned')}")
+    c = mlcodec.create_codec(codec)
+    fingerprint = c.fingerprint(quality).hex()  # type: ignore[attr-defined]
+    job = {"codec": codec, "fingerprint": fingerprint, "quality": float(quality),
+           "maxcount": maxcount, "maxsize": maxsize, "source": source.describe()}
+    _check_job(out, job)
+    done = _read_progress(out)
+    for stale in out.glob("*.tmp"):
+        stale.unlink()
+    start = done[-1].end if done else 0
+    records = list(done)
+    state = {"start": start, "index": start, "bytes": 0, "pixels": 0}
+
+    def post(tmp_name: str) -> None:
+        tmp = Path(tmp_name)
+        if state["index"] == state["start"]:  # ShardWriter opens a file before any sample
+            tmp.unlink(missing_ok=True)
+            return
+        final = tmp.with_suffix("")  # drop ".tmp"
+        os.replace(tmp, final)
+        rec = ShardRecord(final.name, state["start"], state["index"], state["bytes"], state["pixels"])
+        with open(out / PROGRESS, "a") as f:
+            f.write(json.dumps(asdict(rec)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        records.append(rec)
+        state.update(start=state["index"], bytes=0, pixels=0)
+
+    batches = [list(range(i, min(i + batch_size, len(source)))) for i in range(start, len(source), batch_size)]
+    bar = tqdm(total=len(source), initial=start, unit="img", desc="shard", disable=not progress)
+    writer = wds.ShardWriter(str(out / (SHARD_PATTERN + ".tmp")), maxcount=maxcount,
+                             maxsize=maxsize, post=post, start_shard=len(done), verbose=0)
+    try:
+        for encoded in _encoded(c, source, batches, quality, codec, workers):
+            for s, data in encoded:
+                writer.write(encode_sample(s.key, data, s.target))
+                state["index"] += 1
+                state["bytes"] += len(data)
+                h, w = read_header(data).original_size
+                state["pixels"] += h * w
+            bar.update(len(encoded))
+            total_bytes = sum(r.bytes for r in records) + state["bytes"]
+            total_pixels = sum(r.pixels for r in records) + state["pixels"]
+            bar.set_postfix(bpp=f"{8 * total_bytes / max(total_pixels, 1):.3f}")
+        writer.close()
+    finally:
+        bar.close()
+    manifest = Manifest(
+        codec=codec, codec_id=c.config.codec_id, fingerprint=fingerprint, quality=float(quality),
+        samples=sum(r.end - r.start for r in records), shards=[r.shard for r in records],
+        bitstream_bytes=sum(r.bytes for r in records),
+        shard_bytes=sum((out / r.shard).stat().st_size for r in records),
+        mean_bpp=8 * sum(r.bytes for r in records) / max(sum(r.pixels for r in records), 1),
+        class_names=source.class_names, source=source.describe(),
+    )
+    if manifest.samples != len(source):
+        raise RuntimeError(f"shards hold {manifest.samples} samples, the source {len(source)}")
+    (out / MANIFEST).write_text(json.dumps(asdict(manifest), indent=1))
+    return manifest
+
+
+# Per-process state of pool workers (set once by the pool initializer).
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(source: Source, codec_name: str) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER.update(source=source, codec=mlcodec.create_codec(codec_name))
+
+
+def _worker_encode(args: tuple[list[int], float]):
+    indexes, quality = args
+    return _encode_batch(_WORKER["codec"], _WORKER["source"], indexes, quality)
+
+
+def _encoded(codec, source, batches, quality, codec_name, workers) -> Iterator[list]:
+    if workers <= 0:
+        for b in batches:
+            yield _encode_batch(codec, source, b, quality)
+        return
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(workers, _init_worker, (source, codec_name)) as pool:
+        yield from pool.imap(_worker_encode, [(b, quality) for b in batches])
+
+
+__all__ = ["CorruptSampleError", "DecodeStage", "Manifest", "ShardRecord", "collate_padded",
+           "decode_target", "encode_sample", "latent_dataset", "write_shards"]

@@ -1,0 +1,195 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mlcodec
+from mlcodec.cli import main
+from mlcodec.data.sources import CocoSource, ImageFolderSource, IterableSource
+from mlcodec.integrations.webdataset import (CorruptSampleError, collate_padded, latent_dataset,
+                                             write_shards)
+
+
+def _img(rng, h=40, w=56):
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def _read(out, **kw):
+    return list(latent_dataset(sorted(str(p) for p in out.glob("shard-*.tar")), **kw))
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog", "eel"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(3):
+            _img(rng, 30 + i, 40).save(tmp_path / "imgs" / c / f"{c}.{i}.png")
+    return tmp_path / "imgs"
+
+
+def test_image_folder_round_trip(tmp_path, folder):
+    src = ImageFolderSource(folder)
+    m = write_shards(src, tmp_path / "out", maxcount=4, progress=False)
+    assert (m.samples, len(m.shards), m.class_names) == (9, 3, ["cat", "dog", "eel"])
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["samples"] == 9
+    got = {s["__key__"]: s for s in _read(tmp_path / "out")}
+    for i in range(len(src)):
+        ref = src[i]
+        s = got[ref.key]
+        assert s["cls"] == ref.target["label"] and s["target"] == ref.target
+        assert s["latent"].shape == (96, 4, 4)
+
+
+def test_coco_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    (tmp_path / "images").mkdir()
+    images, anns = [], []
+    for i in range(3):
+        _img(rng, 64, 80).save(tmp_path / "images" / f"im{i}.jpg")
+        images.append({"id": 10 + i, "file_name": f"im{i}.jpg", "width": 80, "height": 64})
+        for j in range(i + 1):
+            anns.append({"id": 100 * i + j, "image_id": 10 + i, "category_id": 1 + j % 2,
+                         "bbox": [1.5 * j, 2.0, 10.25, 20.0], "area": 205.0, "iscrowd": 0,
+                         "segmentation": [[1.5 * j, 2, 11.75 + j, 2, 11.75, 22]]})
+    coco = {"images": images, "annotations": anns,
+            "categories": [{"id": 1, "name": "ball"}, {"id": 2, "name": "box"}]}
+    (tmp_path / "ann.json").write_text(json.dumps(coco))
+    src = CocoSource(tmp_path / "ann.json", tmp_path / "images")
+    write_shards(src, tmp_path / "out", progress=False)
+    got = {s["__key__"]: s["target"] for s in _read(tmp_path / "out")}
+    assert len(got) == 3
+    for i in range(3):
+        ref = src[i].target
+        assert got[src[i].key] == ref
+        assert len(ref["boxes"]) == i + 1 and ref["boxes"][0] == [0.0, 2.0, 10.25, 22.0]
+
+
+def test_iterable_and_hf_round_trip(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from mlcodec.integrations.hf import dataset_to_shards
+
+    rng = np.random.default_rng(2)
+    items = [(_img(rng), {"label": i % 2, "note": f"n{i}"}) for i in range(5)]
+    write_shards(IterableSource(items), tmp_path / "it", progress=False)
+    got = sorted(_read(tmp_path / "it"), key=lambda s: s["__key__"])
+    assert [s["target"] for s in got] == [t for _, t in items]
+
+    ds = datasets.Dataset.from_dict(
+        {"image": [im for im, _ in items], "label": [t["label"] for _, t in items]},
+        features=datasets.Features({"image": datasets.Image(),
+                                    "label": datasets.ClassLabel(names=["a", "b"])}))
+    m = dataset_to_shards(ds, tmp_path / "hf", progress=False)
+    assert m.class_names == ["a", "b"]
+    # read back with Hugging Face datasets alone (offline, local files)
+    back = datasets.load_dataset("webdataset", data_files={"train": [str(p) for p in sorted((tmp_path / "hf").glob("*.tar"))]},
+                                 split="train")
+    assert len(back) == 5
+    codec = mlcodec.codec_for(back[0]["mlc"])
+    assert codec.decode_latent(back[0]["mlc"]).shape == (96, 4, 4)
+    assert sorted(int(r["cls"]) if isinstance(r["cls"], (int, str, bytes)) else r["cls"] for r in back) \
+        == sorted(t["label"] for _, t in items)
+
+
+def test_kill_and_resume_gives_each_sample_once(tmp_path):
+    rng = np.random.default_rng(3)
+    src = tmp_path / "imgs" / "only"
+    src.mkdir(parents=True)
+    n = 40
+    for i in range(n):
+        _img(rng, 32, 32).save(src / f"{i:03d}.png")
+    out = tmp_path / "out"
+    args = ["-q", "shard", str(tmp_path / "imgs"), "-o", str(out), "--maxcount", "4", "--batch-size", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mlcodec.cli", *args], env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        prog = out / "progress.jsonl"
+        if prog.exists() and len(prog.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists(), "job finished before it could be killed"
+    done_before = len((out / "progress.jsonl").read_text().splitlines())
+    assert main(args) == 0
+    lines = (out / "progress.jsonl").read_text().splitlines()
+    assert len(lines) == n // 4 and len(lines) > done_before
+    keys = [s["__key__"] for s in _read(out)]
+    assert len(keys) == n and len(set(keys)) == n
+    assert not list(out.glob("*.tmp"))
+
+
+def test_dataloader_two_workers_two_nodes(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    items = [(_img(rng, 32, 32), i) for i in range(32)]
+    write_shards(IterableSource(items), tmp_path / "s", maxcount=4, progress=False)
+    urls = sorted(str(p) for p in (tmp_path / "s").glob("*.tar"))
+    seen = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        ds = latent_dataset(urls, shuffle=8, decode_batch=4)
+        loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate_padded)
+        node = [k for b in loader for k in b["keys"]]
+        assert len(node) == 16
+        seen += node
+    assert sorted(seen) == sorted(f"{i:09d}" for i in range(32))
+
+
+def test_corrupt_samples_name_shard_and_key(tmp_path):
+    rng = np.random.default_rng(5)
+    write_shards(IterableSource([(_img(rng), i) for i in range(6)]), tmp_path / "s", progress=False)
+    shard = tmp_path / "s" / "shard-000000.tar"
+    members = []
+    with tarfile.open(shard) as tf:
+        for m in tf.getmembers():
+            members.append((m, tf.extractfile(m).read()))
+    with tarfile.open(shard, "w") as tf:
+        for m, data in members:
+            if m.name == "000000003.mlc":
+                data = bytearray(data)
+                data[len(data) // 2] ^= 0x55
+                data = bytes(data)
+            tf.addfile(m, __import__("io").BytesIO(data))
+    with pytest.raises(CorruptSampleError, match=r"shard-000000.tar key 000000003: .*CRC32"):
+        _read(tmp_path / "s")
+    with pytest.warns(UserWarning, match="skipping shard .* key 000000003"):
+        got = _read(tmp_path / "s", on_error="skip")
+    assert sorted(s["__key__"] for s in got) == [f"{i:09d}" for i in (0, 1, 2, 4, 5)]
+    with pytest.raises(CorruptSampleError, match="key 000000000: .*not bmshj2018-hyperprior"):
+        list(latent_dataset(str(shard), codec="bmshj2018-hyperprior", decode_batch=1))
+    # a truncated shard
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptSampleError):
+        _read(tmp_path / "s")
+
+
+def test_image_output_and_variable_sizes(tmp_path):
+    rng = np.random.default_rng(6)
+    items = [(_img(rng, 20 + 30 * i, 50), i) for i in range(3)]
+    write_shards(IterableSource(items), tmp_path / "s", progress=False)
+    got = sorted(_read(tmp_path / "s", output="image"), key=lambda s: s["__key__"])
+    assert [tuple(s["image"].shape) for s in got] == [(3, 20, 50), (3, 50, 50), (3, 80, 50)]
+    assert got[0]["image"].dtype == torch.uint8
+    b = collate_padded(got)
+    assert b["image"].shape == (3, 3, 80, 50) and b["sizes"].tolist() == [[20, 50], [50, 50], [80, 50]]
+
+
+def test_shard_job_refuses_other_settings_and_pixel_codecs(tmp_path):
+    rng = np.random.default_rng(7)
+    src = IterableSource([(_img(rng), 0)])
+    write_shards(src, tmp_path / "s", quality=0.5, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        write_shards(src, tmp_path / "s", quality=0.7, progress=False)
+    with pytest.raises(ValueError, match="pixel codec"):
+        write_shards(src, tmp_path / "j", codec="jpeg", progress=False)
