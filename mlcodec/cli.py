@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mlcodec.bitstream import BitstreamError, read_header
-from mlcodec.codecs.base import DEFAULT_QUALITY
+from mlcodec.codecs.base import DEFAULT_QUALITY, Codec
 from mlcodec.data.photos import IMAGE_SUFFIXES, list_image_files
 from mlcodec.registry import DEFAULT_CODEC, codec_config, codec_for, create_codec, list_codecs
 
@@ -66,22 +66,66 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decoder(data: bytes, cache: dict[int, Codec]) -> Codec:
+    cid = read_header(data).codec_id
+    if cid not in cache:
+        cache[cid] = codec_for(data)
+    return cache[cid]
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
+    if any(Path(f).suffix == ".tar" or (Path(f).is_dir() and any(Path(f).glob("*.tar")))
+           for f in args.files):
+        return _decode_shards(args)
     files = _inputs(args.files, {".mlc"})
     out = Path(args.output)
-    codecs: dict[int, object] = {}
+    codecs: dict[int, Codec] = {}
     for path, rel in tqdm(files, desc="decode", unit="img", disable=args.quiet):
         data = path.read_bytes()
         try:
-            cid = read_header(data).codec_id
-            codec = codecs.setdefault(cid, codec_for(data))
-            image = codec.decompress(data)  # type: ignore[attr-defined]
+            image = _decoder(data, codecs).decompress(data)
         except BitstreamError as e:
             raise CliError(f"{path}: {e}") from e
         dest = (out / rel).with_suffix(".png")
         dest.parent.mkdir(parents=True, exist_ok=True)
         image.save(dest)
     print(f"decoded {len(files)} files to {out}")
+    return 0
+
+
+def _decode_shards(args: argparse.Namespace) -> int:
+    """Shards (or folders of them) to PNGs plus a contact sheet with the targets drawn."""
+    from mlcodec.inspect import contact_sheet, draw_target, iter_samples, shard_files
+
+    shards = shard_files(args.files)
+    manifest = shards[0].parent / "manifest.json"
+    class_names = json.loads(manifest.read_text()).get("class_names", []) if manifest.exists() else []
+    wanted = set(args.keys or [])
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    shown, captions = [], []
+    codecs: dict[int, Codec] = {}
+    for s in iter_samples(shards):
+        if wanted and s.key not in wanted:
+            continue
+        if "mlc" not in s.fields:
+            raise CliError(f"{s.shard} key {s.key}: no .mlc bitstream in the sample")
+        try:
+            image = _decoder(s.fields["mlc"], codecs).decompress(s.fields["mlc"])
+        except BitstreamError as e:
+            raise CliError(f"{s.shard} key {s.key}: {e}") from e
+        image.save(out / f"{s.key}.png")
+        shown.append(draw_target(image, s.target, class_names))
+        captions.append(s.key)
+        if len(shown) >= args.first and not wanted:
+            break
+    missing = wanted - set(captions)
+    if missing:
+        raise CliError(f"keys not found in the shards: {sorted(missing)[:5]}")
+    if not shown:
+        raise CliError("no samples in the shards")
+    contact_sheet(shown, captions).save(out / "contact_sheet.png")
+    print(f"decoded {len(shown)} samples to {out} (contact sheet: {out / 'contact_sheet.png'})")
     return 0
 
 
@@ -150,9 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--codec", default=DEFAULT_CODEC, choices=list_codecs())
     c.set_defaults(func=cmd_compress)
 
-    d = sub.add_parser("decode", help=".mlc bitstreams (files or folders) to PNG")
-    d.add_argument("files", nargs="+")
+    d = sub.add_parser("decode", help=".mlc files, or shards, to PNG (shards: + contact sheet)")
+    d.add_argument("files", nargs="+", help=".mlc files/folders, or .tar shards/shard folders")
     d.add_argument("-o", "--output", required=True, help="output folder")
+    d.add_argument("--keys", nargs="*", help="shards: decode these sample keys")
+    d.add_argument("--first", type=int, default=16, help="shards: decode the first N samples")
     d.set_defaults(func=cmd_decode)
 
     i = sub.add_parser("info", help="print the header of an .mlc file")

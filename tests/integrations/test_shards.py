@@ -193,3 +193,18 @@ def test_shard_job_refuses_other_settings_and_pixel_codecs(tmp_path):
         write_shards(src, tmp_path / "s", quality=0.7, progress=False)
     with pytest.raises(ValueError, match="pixel codec"):
         write_shards(src, tmp_path / "j", codec="jpeg", progress=False)
+
+
+def test_decode_shards_for_inspection(tmp_path):
+    rng = np.random.default_rng(8)
+    items = [(_img(rng, 64, 64), {"boxes": [[4, 4, 30, 40]], "labels": [1],
+                                  "segmentation": [[[4, 4, 30, 4, 30, 40]]]}) for _ in range(5)]
+    write_shards(IterableSource(items, class_names=["a", "b"]), tmp_path / "s", progress=False)
+    assert main(["-q", "decode", str(tmp_path / "s"), "-o", str(tmp_path / "png"), "--first", "3"]) == 0
+    assert sorted(p.name for p in (tmp_path / "png").glob("0*.png")) == [f"{i:09d}.png" for i in range(3)]
+    sheet = Image.open(tmp_path / "png" / "contact_sheet.png")
+    assert sheet.size == (2 * 192, 2 * (192 + 14))
+    assert main(["-q", "decode", str(tmp_path / "s" / "shard-000000.tar"), "-o", str(tmp_path / "k"),
+                 "--keys", "000000004"]) == 0
+    assert [p.name for p in (tmp_path / "k").glob("0*.png")] == ["000000004.png"]
+    assert main(["decode", str(tmp_path / "s"), "-o", str(tmp_path / "x"), "--keys", "nope"]) == 2
