@@ -56,9 +56,12 @@ def _as_list(t: torch.Tensor) -> list[int]:
 
 def _used_tables(indexes: torch.Tensor, tables: CdfTables):
     """Indexes remapped onto the subset of tables they use, and that subset (cdfs, lengths, offsets)."""
-    used, inverse = np.unique(indexes.reshape(-1).numpy(), return_inverse=True)
+    idx = indexes.reshape(-1).numpy()
+    used = np.flatnonzero(np.bincount(idx, minlength=len(tables.cdfs)))
+    remap = np.zeros(len(tables.cdfs), dtype=np.int32)
+    remap[used] = np.arange(len(used), dtype=np.int32)
     u = used.tolist()
-    return (inverse.astype(np.int32).tolist(), [tables.cdfs[i] for i in u],
+    return (remap[idx].tolist(), [tables.cdfs[i] for i in u],
             [tables.lengths[i] for i in u], [tables.offsets[i] for i in u])
 
 

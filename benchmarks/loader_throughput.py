@@ -1,0 +1,129 @@
+"""Input-pipeline throughput: latent shards vs JPEG shards, same images, same machine.
+
+Builds N 256x256 crops of the offline photos, writes (a/b) mlcodec shards and (c) JPEG q90
+WebDataset shards, then times a DataLoader over each: (a) ``output="latent"``, (b)
+``output="image"``, (c) PIL decode + ToTensor. Reports images/s for num_workers 0 and 2 and
+bytes on disk.
+
+    python benchmarks/loader_throughput.py [--n 2000] [--quality 0.5] [--workdir /tmp/mlcodec-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mlcodec.data.photos import evaluation_photos, training_photos
+from mlcodec.data.sources import IterableSource
+
+
+def crops(n: int, size: int, photo_dirs: list[str]) -> list[Image.Image]:
+    photos = training_photos(photo_dirs) + evaluation_photos(photo_dirs, max_side=1024)
+    rng = np.random.default_rng(0)
+    out = []
+    while len(out) < n:
+        im = photos[len(out) % len(photos)].image
+        scale = max(size / min(im.size), float(rng.uniform(0.3, 1.0)))
+        im2 = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))))
+        x, y = rng.integers(0, im2.width - size + 1), rng.integers(0, im2.height - size + 1)
+        out.append(im2.crop((x, y, x + size, y + size)))
+    return out
+
+
+def jpeg_shards(images, out: Path, maxcount: int) -> None:
+    import webdataset as wds
+
+    out.mkdir(parents=True, exist_ok=True)
+    with wds.ShardWriter(str(out / "shard-%06d.tar"), maxcount=maxcount, verbose=0) as w:
+        for i, im in enumerate(images):
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=90, subsampling="4:2:0")
+            w.write({"__key__": f"{i:09d}", "jpg": buf.getvalue(), "cls": b"0"})
+
+
+class JpegDecode:
+    def __call__(self, src):
+        from torchvision.transforms.functional import to_tensor
+
+        for s in src:
+            yield {"__key__": s["__key__"], "image": to_tensor(Image.open(io.BytesIO(s["jpg"])).convert("RGB")),
+                   "cls": int(s["cls"])}
+
+
+def jpeg_dataset(urls):
+    import webdataset as wds
+
+    return wds.DataPipeline(wds.SimpleShardList(urls), wds.split_by_worker,
+                            wds.tarfile_to_samples(), JpegDecode())
+
+
+def _init(_):
+    torch.set_num_threads(1)
+
+
+def throughput(dataset, workers: int, batch: int, n: int) -> float:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=workers,
+                                         worker_init_fn=_init if workers else None,
+                                         collate_fn=lambda b: len(b), persistent_workers=False)
+    t0 = time.perf_counter()
+    count = sum(loader)
+    dt = time.perf_counter() - t0
+    assert count == n, (count, n)
+    return count / dt
+
+
+def du(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.glob("*.tar"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--quality", type=float, default=0.5)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--workdir", default="/tmp/mlcodec-bench")
+    ap.add_argument("--photos", default=os.path.expanduser("~/.cache/mlcodec/photos"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    from mlcodec.integrations.webdataset import latent_dataset, write_shards
+
+    work = Path(args.workdir)
+    dirs = [args.photos] if Path(args.photos).is_dir() else []
+    images = crops(args.n, args.size, dirs)
+    maxcount = 250
+    lat_dir, jpg_dir = work / f"latent-q{args.quality}", work / "jpeg-q90"
+    t0 = time.perf_counter()
+    m = write_shards(IterableSource([(im, 0) for im in images]), lat_dir, quality=args.quality,
+                     maxcount=maxcount, progress=False)
+    enc_time = time.perf_counter() - t0
+    if not list(jpg_dir.glob("*.tar")):
+        jpeg_shards(images, jpg_dir, maxcount)
+    lat_urls = sorted(str(p) for p in lat_dir.glob("*.tar"))
+    jpg_urls = sorted(str(p) for p in jpg_dir.glob("*.tar"))
+    print(f"{args.n} images {args.size}x{args.size}; latent shards at quality {args.quality}: "
+          f"{m.mean_bpp:.3f} bpp (shard job {args.n / enc_time:.1f} img/s incl. resume check)")
+    print(f"{'pipeline':<34} {'bytes on disk':>14} {'workers':>7} {'img/s':>8} {'vs (c)':>7}")
+    rows = []
+    for workers in (0, 2):
+        ref = throughput(jpeg_dataset(jpg_urls), workers, args.batch, args.n)
+        for name, ds, folder in (
+            ("(a) latent shards, output=latent", latent_dataset(lat_urls, output="latent", decode_batch=args.batch), lat_dir),
+            ("(b) latent shards, output=image", latent_dataset(lat_urls, output="image", decode_batch=args.batch), lat_dir),
+            ("(c) JPEG q90 shards, PIL+ToTensor", None, jpg_dir),
+        ):
+            r = ref if ds is None else throughput(ds, workers, args.batch, args.n)
+            rows.append((name, du(folder), workers, r, r / ref))
+            print(f"{name:<34} {du(folder):>14} {workers:>7} {r:>8.1f} {r / ref:>6.2f}x")
+    print(f"bytes: latent shards {du(lat_dir) / du(jpg_dir):.2f}x of JPEG q90 shards")
+
+
+if __name__ == "__main__":
+    main()
