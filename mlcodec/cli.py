@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -237,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # CompressAI's import-time torch.jit.script deprecation notice is noise for CLI users.
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
     try:
         return int(args.func(args))
     except (CliError, ValueError, FileNotFoundError) as e:  # BitstreamError is a ValueError

@@ -208,3 +208,16 @@ def test_decode_shards_for_inspection(tmp_path):
                  "--keys", "000000004"]) == 0
     assert [p.name for p in (tmp_path / "k").glob("0*.png")] == ["000000004.png"]
     assert main(["decode", str(tmp_path / "s"), "-o", str(tmp_path / "x"), "--keys", "nope"]) == 2
+
+
+def test_plain_webdataset_recipe(tmp_path):
+    import webdataset as wds
+
+    rng = np.random.default_rng(9)
+    write_shards(IterableSource([(_img(rng), i) for i in range(3)]), tmp_path / "s", progress=False)
+    urls = [str(p) for p in sorted((tmp_path / "s").glob("*.tar"))]
+    codec = mlcodec.create_codec()
+    ds = wds.WebDataset(urls, nodesplitter=wds.split_by_node, shardshuffle=False).map(
+        lambda s: (codec.decode_latent(s["mlc"]), int(s["cls"])))
+    got = list(ds)
+    assert [c for _, c in got] == [0, 1, 2] and got[0][0].shape == (96, 4, 4)
