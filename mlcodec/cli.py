@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", nargs="*", default=[], help="photo folders (scripts/fetch_photos.sh)")
     t.add_argument("--no-skimage", action="store_true", help="leave out scikit-image's photos")
     t.add_argument("-o", "--output", default="runs/mlcodec-hyperprior")
-    t.add_argument("--steps", type=int, default=30000)
+    t.add_argument("--steps", type=int, default=34000)
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--patch", type=int, default=128)
     t.add_argument("--lr", type=float, default=2e-4)
