@@ -7,7 +7,6 @@ the integrations package itself.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import mlcodec
 

@@ -120,7 +120,7 @@ def _encode_batch(codec: mlcodec.Codec, source: Source, indexes: list[int], qual
     samples = [_load(source, i) for i in indexes]
     try:
         datas = codec.compress_batch([s.image for s in samples], quality)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError):
         for s in samples:  # find the sample at fault for a clear message
             try:
                 codec.compress(s.image, quality)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from mlcodec.bitstream import BitstreamError, read_header
 from mlcodec.codecs.base import DEFAULT_QUALITY, Codec
-from mlcodec.data.photos import IMAGE_SUFFIXES, list_image_files
+from mlcodec.data.photos import IMAGE_SUFFIXES
 from mlcodec.registry import DEFAULT_CODEC, codec_config, codec_for, create_codec, list_codecs
 
 log = logging.getLogger("mlcodec")
