@@ -18,6 +18,8 @@ import torch
 import mlcodec
 from mlcodec.bitstream import BitstreamError
 
+from .wds_fields import decode_label, decode_target
+
 log = logging.getLogger(__name__)
 
 
@@ -68,12 +70,10 @@ class DecodeStage:
         warnings.warn(f"skipping {where}: {err} ({self.skipped} skipped so far)", stacklevel=2)
 
     def _emit(self, sample: dict[str, Any], value: torch.Tensor) -> dict[str, Any]:
-        import json
-
-        out = {"__key__": sample["__key__"], self.output: value,
-               "target": json.loads(sample["json"]) if "json" in sample else {}}
-        if "cls" in sample:
-            out["cls"] = int(sample["cls"])
+        out = {"__key__": sample["__key__"], self.output: value, "target": decode_target(sample)}
+        label = decode_label(sample)
+        if label is not None:
+            out["cls"] = label
         return out
 
     def _flush(self, pending: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

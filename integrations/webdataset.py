@@ -1,14 +1,8 @@
 """WebDataset shards of mlcodec bitstreams: a resumable writer job and loaders.
 
-One sample per image, nothing pickled::
-
-    __key__     "00000042_cat_img_0042"
-    mlc         the packed .mlc bitstream (CRC-protected)
-    cls         the class label as ASCII text (when the target has "label")
-    json        the whole target dict (boxes, labels, segmentation, ...) as UTF-8 JSON
-
-Beside the shards: ``manifest.json`` (codec, fingerprint, quality, counts, bytes, mean bpp, class
-names, source) once the job is complete, and ``progress.jsonl`` with one line per finished shard.
+One sample per image, nothing pickled (fields: :mod:`.wds_fields`). Beside the shards:
+``manifest.json`` (codec, fingerprint, quality, counts, bytes, mean bpp, class names, source)
+once the job is complete, and ``progress.jsonl`` with one line per finished shard.
 A shard is written under a ``.tmp`` name and renamed when closed, and only then journaled, so a
 killed job is resumed by rerunning it: finished shards are kept, the partial one is rewritten from
 its first sample, and every sample ends up in exactly one shard.
@@ -27,10 +21,11 @@ from typing import Any
 from tqdm import tqdm
 
 import mlcodec
-from mlcodec.data.sources import Source, SourceSample
+from mlcodec.bitstream import read_header
+from mlcodec.data.sources import Source
 
 from .latent_loader import CorruptSampleError, DecodeStage, collate_padded, latent_dataset
-from mlcodec.bitstream import read_header
+from .wds_fields import decode_target, encode_sample
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +57,6 @@ class Manifest:
     mean_bpp: float
     class_names: list[str]
     source: dict[str, Any]
-
-
-def encode_sample(key: str, data: bytes, target: dict[str, Any]) -> dict[str, Any]:
-    """The webdataset sample for one compressed image (the writer's half of the field pair)."""
-    sample: dict[str, Any] = {"__key__": key, "mlc": data,
-                              "json": json.dumps(target, sort_keys=True).encode()}
-    if "label" in target:
-        sample["cls"] = str(int(target["label"])).encode()
-    return sample
-
-
-def decode_target(sample: dict[str, Any]) -> dict[str, Any]:
-    """The reader's half: the target dict back from a raw sample."""
-    return json.loads(sample["json"].decode()) if "json" in sample else {}
 
 
 def _read_progress(out: Path) -> list[ShardRecord]:
@@ -112,12 +93,8 @@ def _check_job(out: Path, job: dict[str, Any]) -> None:
         path.write_text(json.dumps(job, indent=1, sort_keys=True))
 
 
-def _load(source: Source, i: int) -> SourceSample:
-    return source[i]
-
-
 def _encode_batch(codec: mlcodec.Codec, source: Source, indexes: list[int], quality: float):
-    samples = [_load(source, i) for i in indexes]
+    samples = [source[i] for i in indexes]
     try:
         datas = codec.compress_batch([s.image for s in samples], quality)
     except (TypeError, ValueError):

@@ -1,0 +1,31 @@
+"""The fields of an mlcodec shard sample: writer and reader side by side so they cannot drift.
+
+    __key__     "00000042_cat_img_0042"
+    mlc         the packed .mlc bitstream (CRC-protected)
+    cls         the class label as ASCII text (when the target has "label")
+    json        the whole target dict (boxes, labels, segmentation, ...) as UTF-8 JSON
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def encode_sample(key: str, data: bytes, target: dict[str, Any]) -> dict[str, Any]:
+    """The webdataset sample for one compressed image (nothing pickled)."""
+    sample: dict[str, Any] = {"__key__": key, "mlc": data,
+                              "json": json.dumps(target, sort_keys=True).encode()}
+    if "label" in target:
+        sample["cls"] = str(int(target["label"])).encode()
+    return sample
+
+
+def decode_target(sample: dict[str, Any]) -> dict[str, Any]:
+    """The target dict back from a raw sample (empty when the sample has none)."""
+    return json.loads(sample["json"].decode()) if "json" in sample else {}
+
+
+def decode_label(sample: dict[str, Any]) -> int | None:
+    """The class label of a raw sample, or None when it is unlabelled."""
+    return int(sample["cls"]) if "cls" in sample else None
