@@ -176,7 +176,9 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(out=args.output, data=tuple(args.data), use_skimage=not args.no_skimage,
                       steps=args.steps, batch_size=args.batch_size, patch=args.patch, lr=args.lr,
-                      bf16=args.bf16, seed=args.seed, threads=args.threads, device=args.device)
+                      bf16=args.bf16, seed=args.seed, threads=args.threads, device=args.device,
+                      init=args.init or "", minutes=args.minutes,
+                      **({"lambdas": tuple(args.lambdas)} if args.lambdas else {}))
     path = train(cfg)
     print(f"weights written to {path}")
     return 0
@@ -226,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     t.add_argument("--device", default="cpu")
+    t.add_argument("--init", help="fine-tune from these safetensors weights")
+    t.add_argument("--lambdas", type=float, nargs="+",
+                   help="rate-distortion weights of the quality levels, low to high")
+    t.add_argument("--minutes", type=float, default=0.0, help="stop after this much training time")
     t.set_defaults(func=cmd_train_codec)
 
     for ep in entry_points(group="mlcodec.commands"):  # plugins, e.g. `shard` from integrations

@@ -6,6 +6,11 @@ rate-distortion weight ``lambda(q)`` interpolated in log space over ``lambdas``;
 fifth; CompressAI's auxiliary loss for the entropy bottleneck's quantiles. On a CPU the transforms
 run under bfloat16 autocast (``--bf16``). Checkpoints are written every ``--save-every`` steps and
 a rerun with the same ``--out`` resumes from the last one.
+
+``--init WEIGHTS`` fine-tunes from exported weights; when the new ``lambdas`` differ from the ones
+the weights were trained with, each level's gains are re-interpolated in log-lambda space so the
+new levels start where the old model already was. ``--minutes`` bounds training by wall-clock time
+(the learning-rate drop then happens at 80% of whichever of steps or time runs out first).
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class TrainConfig:
     threads: int = 0
     save_every: int = 500
     device: str = "cpu"
+    init: str = ""
+    minutes: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -58,6 +65,33 @@ def lambda_for(quality: torch.Tensor, lambdas: tuple[float, ...]) -> torch.Tenso
     lo = t.floor().long().clamp(max=len(lambdas) - 2)
     frac = t - lo
     return (logs[lo] * (1 - frac) + logs[lo + 1] * frac).exp()
+
+
+def remap_gains(model: GainedMeanScaleHyperprior, old: tuple[float, ...],
+                new: tuple[float, ...]) -> None:
+    """Re-interpolate the per-level gain tables from ``old`` lambdas to ``new`` ones (log space,
+    linear extrapolation past the ends)."""
+    x_old = torch.tensor([math.log(v) for v in old], dtype=torch.float64)
+    x_new = torch.tensor([math.log(v) for v in new], dtype=torch.float64)
+    idx = torch.searchsorted(x_old, x_new).clamp(1, len(old) - 1)
+    frac = ((x_new - x_old[idx - 1]) / (x_old[idx] - x_old[idx - 1])).unsqueeze(1)
+    with torch.no_grad():
+        for table in (model.log_gain, model.log_inv_gain, model.log_hyper_gain,
+                      model.log_inv_hyper_gain):
+            t, i, f = table.detach().double(), idx.to(table.device), frac.to(table.device)
+            table.copy_((t[i - 1] * (1 - f) + t[i] * f).to(table.dtype))
+
+
+def _init_from(model: GainedMeanScaleHyperprior, path: str, lambdas: tuple[float, ...]) -> None:
+    from mlcodec.weights import load_weights, read_metadata
+
+    load_weights(model, path)
+    old = tuple(read_metadata(path).get("config", {}).get("lambdas", lambdas))
+    if len(old) != model.num_levels:
+        raise ValueError(f"{path} has {len(old)} lambdas, the model {model.num_levels} levels")
+    if old != tuple(lambdas):
+        remap_gains(model, old, tuple(lambdas))
+        log.info("gains remapped from lambdas %s to %s", old, lambdas)
 
 
 def rd_loss(model: GainedMeanScaleHyperprior, x: torch.Tensor, q: torch.Tensor,
@@ -82,6 +116,11 @@ def train(cfg: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model = GainedMeanScaleHyperprior(cfg.N, cfg.M, num_levels=len(cfg.lambdas)).to(cfg.device)
     model.init_gains(list(cfg.lambdas))
+    if cfg.init:
+        _init_from(model, cfg.init, cfg.lambdas)
+    if cfg.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
@@ -102,11 +141,20 @@ def train(cfg: TrainConfig) -> Path:
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="train-codec", unit="step")
     t0 = time.time()
-    while step < cfg.steps:
-        lr = cfg.lr * (0.1 if step >= 0.8 * cfg.steps else 1.0)
+    budget_s = cfg.minutes * 60.0
+    start_step = step
+
+    def progress() -> float:
+        p = step / cfg.steps
+        if budget_s > 0:  # elapsed time counts only for this run (a resumed run gets a new budget)
+            p = max(p, (time.time() - t0) / budget_s) if step > start_step else p
+        return p
+
+    while progress() < 1.0:
+        lr = cfg.lr * (0.1 if progress() >= 0.8 else 1.0)
         for g in opt.param_groups:
             g["lr"] = lr
-        x = next(batches).to(cfg.device)
+        x = next(batches).to(cfg.device, non_blocking=True).float().div_(255.0)
         q = torch.rand(x.shape[0], generator=gen).to(cfg.device)
         loss, bpp, mse = rd_loss(model, x, q, cfg.lambdas, cfg.bf16)
         opt.zero_grad(set_to_none=True)
@@ -121,7 +169,7 @@ def train(cfg: TrainConfig) -> Path:
         if step % 20 == 0:
             psnr = -10 * math.log10(max(mse.item(), 1e-10))
             bar.set_postfix(loss=f"{loss.item():.3f}", bpp=f"{bpp.item():.3f}", psnr=f"{psnr:.2f}")
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        if step % cfg.save_every == 0 or progress() >= 1.0:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
                         "aux_opt": aux_opt.state_dict(), "step": torch.tensor(step)}, ckpt_path)
             log.info("step %d loss %.4f bpp %.4f mse %.6f (%.0fs)", step, loss.item(),

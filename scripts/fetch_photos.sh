@@ -8,9 +8,10 @@ mkdir -p "$dest"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
-apt-get download ukui-wallpapers mate-backgrounds >/dev/null
+apt-get download ukui-wallpapers mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 >/dev/null
 for deb in *.deb; do dpkg -x "$deb" x; done
-mkdir -p "$dest/ukui" "$dest/mate"
-cp x/usr/share/backgrounds/*.jpg "$dest/ukui/"
+mkdir -p "$dest/ukui" "$dest/mate" "$dest/lomiri"
+cp x/usr/share/backgrounds/*_by_*.jpg "$dest/lomiri/"
+find x/usr/share/backgrounds -maxdepth 1 -name "*.jpg" ! -name "*_by_*" -exec cp {} "$dest/ukui/" \;
 cp x/usr/share/backgrounds/mate/nature/*.jpg x/usr/share/backgrounds/mate/abstract/Elephants.jpg "$dest/mate/"
 echo "photos in $dest: $(find "$dest" -name '*.jpg' | wc -l) files"

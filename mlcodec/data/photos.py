@@ -20,7 +20,8 @@ from PIL import Image
 SKIMAGE_TRAIN = ("rocket", "hubble_deep_field", "retina", "immunohistochemistry")
 SKIMAGE_HELD_OUT = ("astronaut", "chelsea", "coffee")
 # Wallpaper photos (file stems) kept out of training; see scripts/fetch_photos.sh.
-FILES_HELD_OUT = ("LadyBird", "YellowFlower", "Storm", "Garden")
+FILES_HELD_OUT = ("LadyBird", "YellowFlower", "Storm", "Garden", "Bridge_by_Sander_Klootwijk",
+                  "Dragonfly_by_Bolly", "Kleiber_by_Lukas_Baubkus")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -103,6 +104,7 @@ class RandomCrops:
             raise ValueError(f"No training photo is at least {patch}px on its short side")
 
     def batches(self, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+        """Endless ``(B, 3, patch, patch)`` uint8 batches, deterministic by ``seed``."""
         rng = random.Random(seed)
         p = self.patch
         while True:
@@ -114,4 +116,4 @@ class RandomCrops:
                 if rng.random() < 0.5:
                     c = c.flip(2)
                 crops.append(c)
-            yield torch.stack(crops).float().div_(255.0)
+            yield torch.stack(crops)  # uint8; the trainer converts on its device
