@@ -171,6 +171,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from mlcodec.data.synthetic import export_all
+
+    paths = export_all(args.output, args.train, args.val, size=args.size, seed=args.seed,
+                       formats=args.formats.split(","))
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def cmd_train_codec(args: argparse.Namespace) -> int:
     from mlcodec.train import TrainConfig, train
 
@@ -215,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--size", type=int, default=256, help="long side of the demo photos")
     m.add_argument("--codec", default=DEFAULT_CODEC, choices=list_codecs(kind="learned"))
     m.set_defaults(func=cmd_demo)
+
+    y = sub.add_parser("synth", help="write the procedural task benchmark (ImageFolder, COCO, YOLO)")
+    y.add_argument("-o", "--output", required=True)
+    y.add_argument("--train", type=int, default=2000, help="training images")
+    y.add_argument("--val", type=int, default=500, help="validation images")
+    y.add_argument("--size", type=int, default=128, help="image side in pixels")
+    y.add_argument("--seed", type=int, default=0)
+    y.add_argument("--formats", default="imagefolder,coco,yolo")
+    y.set_defaults(func=cmd_synth)
 
     t = sub.add_parser("train-codec", help="train the default codec's weights (see README)")
     t.add_argument("--data", nargs="*", default=[], help="photo folders (scripts/fetch_photos.sh)")

@@ -5,7 +5,8 @@ parallel workers can load images themselves. Targets are plain JSON-able dicts:
 
 * ``{"label": int}`` for classification (ImageFolder),
 * ``{"boxes": [[x0, y0, x1, y1], ...], "labels": [...], "segmentation": [...], "iscrowd": [...]}``
-  for COCO detection/segmentation (boxes in pixels, xyxy; segmentation exactly as in the JSON),
+  for COCO detection/segmentation (boxes in pixels, xyxy; labels are category ids; segmentation
+  exactly as in the JSON), plus ``"label"`` when the images entry has an image-level label,
 * anything JSON-able for a Python iterable of ``(image, target)``.
 """
 
@@ -105,6 +106,9 @@ class CocoSource(Source):
     def __len__(self) -> int:
         return len(self.items)
 
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "category_ids": self.category_ids}
+
     def __getitem__(self, i: int) -> SourceSample:
         info = self.items[i]
         anns = self.anns.get(info["id"], [])
@@ -116,6 +120,8 @@ class CocoSource(Source):
             "segmentation": [a.get("segmentation") for a in anns],
             "iscrowd": [a.get("iscrowd", 0) for a in anns],
         }
+        if "label" in info:  # optional image-level class (mlcodec.data.synthetic writes it)
+            target["label"] = int(info["label"])
         path = self.images / info["file_name"]
         key = f"{i:08d}_" + _safe_key(Path(info["file_name"]).with_suffix("").as_posix())
         return SourceSample(key, _open_rgb(path), target, str(path))
