@@ -29,9 +29,15 @@ def _source(args: argparse.Namespace):
 
 
 def cmd_shard(args: argparse.Namespace) -> int:
-    from .webdataset import write_shards
+    from .webdataset import write_image_shards, write_shards
 
     source = _source(args)
+    if mlcodec.codec_config(args.codec).kind == "pixel":  # image shards for pixel references
+        m = write_image_shards(source, args.output, codec=args.codec, quality=args.quality,
+                               maxcount=args.maxcount, progress=not args.quiet)
+        print(f"{m['samples']} {args.codec} images in shards at {args.output}: "
+              f"mean {m['mean_bpp']:.3f} bpp (quality {m['quality']})")
+        return 0
     m = write_shards(source, args.output, codec=args.codec, quality=args.quality,
                      maxcount=args.maxcount, maxsize=int(args.maxsize_mb * 2**20),
                      batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
@@ -50,7 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--label-column", action="append", default=[], help="repeatable")
     s.add_argument("-o", "--output", required=True, help="output folder for shards + manifest")
     s.add_argument("--quality", type=float, default=mlcodec.DEFAULT_QUALITY)
-    s.add_argument("--codec", default=mlcodec.DEFAULT_CODEC, choices=mlcodec.list_codecs(kind="learned"))
+    s.add_argument("--codec", default=mlcodec.DEFAULT_CODEC, choices=mlcodec.list_codecs(),
+                   help="a learned codec (latent shards) or jpeg/webp/avif (image shards for "
+                        "pixel-domain references; not resumable)")
     s.add_argument("--workers", type=int, default=0, help="encoding processes (0 = in process)")
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most")

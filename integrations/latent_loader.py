@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 import mlcodec
-from mlcodec.bitstream import BitstreamError
+from mlcodec.bitstream import BitstreamError, read_header
 
 from .wds_fields import decode_label, decode_target
 
@@ -45,8 +45,6 @@ class DecodeStage:
         return {**self.__dict__, "_codecs": {}}  # codecs are rebuilt in each worker
 
     def _codec(self, data: bytes) -> mlcodec.Codec:
-        from mlcodec.bitstream import read_header
-
         cid = read_header(data).codec_id
         if cid not in self._codecs:
             codec = mlcodec.codec_for(data, device=self.device) if self.codec_name is None \
@@ -70,7 +68,8 @@ class DecodeStage:
         warnings.warn(f"skipping {where}: {err} ({self.skipped} skipped so far)", stacklevel=2)
 
     def _emit(self, sample: dict[str, Any], value: torch.Tensor) -> dict[str, Any]:
-        out = {"__key__": sample["__key__"], self.output: value, "target": decode_target(sample)}
+        out = {"__key__": sample["__key__"], self.output: value, "target": decode_target(sample),
+               "size": tuple(read_header(sample["mlc"]).original_size)}
         label = decode_label(sample)
         if label is not None:
             out["cls"] = label
@@ -166,7 +165,8 @@ def latent_dataset(
 def collate_padded(samples: Sequence[dict[str, Any]], key: str | None = None) -> dict[str, Any]:
     """Stack latents/images of different sizes by zero-padding to the largest (bottom/right).
 
-    Returns ``{key: (B, C, H, W), "sizes": (B, 2) original H, W, "keys", "targets", "cls"?}``.
+    Returns ``{key: (B, C, H, W), "sizes": (B, 2) unpadded tensor H, W, "image_sizes": (B, 2)
+    H, W of the original images, "keys", "targets", "cls"?}``.
     """
     if not samples:
         raise ValueError("collate_padded needs at least one sample")
@@ -179,6 +179,8 @@ def collate_padded(samples: Sequence[dict[str, Any]], key: str | None = None) ->
         batch[i, :, : t.shape[-2], : t.shape[-1]] = t
     out = {key: batch, "sizes": torch.tensor([t.shape[-2:] for t in tensors]),
            "keys": [s["__key__"] for s in samples], "targets": [s["target"] for s in samples]}
+    if all("size" in s for s in samples):  # original image (H, W), also for latents
+        out["image_sizes"] = torch.tensor([s["size"] for s in samples])
     if all("cls" in s for s in samples):
         out["cls"] = torch.tensor([s["cls"] for s in samples])
     return out

@@ -10,6 +10,7 @@ its first sample, and every sample ends up in exactly one shard.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from tqdm import tqdm
 
 import mlcodec
@@ -216,5 +218,33 @@ def _encoded(codec, source, batches, quality, codec_name, workers) -> Iterator[l
         yield from pool.imap(_worker_encode, [(b, quality) for b in batches])
 
 
+def write_image_shards(source: Source, out_dir: str | Path, codec: str = "jpeg", quality: float = 0.9,
+                       maxcount: int = 1000, progress: bool = True) -> dict[str, Any]:
+    """Shards of ``codec`` image files (e.g. JPEG q90) with the same keys and JSON targets as the
+    latent shards, plus a ``manifest.json``. Not resumable: an interrupted job is rerun whole."""
+    import webdataset as wds
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    c = mlcodec.create_codec(codec)
+    if c.config.kind != "pixel":
+        raise ValueError(f"{codec!r} is not a pixel codec; latent shards come from `mlcodec shard`")
+    ext = c.config.file_extension.lstrip(".")
+    total_bytes = total_pixels = 0
+    with wds.ShardWriter(str(out / SHARD_PATTERN), maxcount=maxcount, verbose=0) as w:
+        for i in tqdm(range(len(source)), desc=f"{codec} shards", unit="img", disable=not progress):
+            s = source[i]
+            data = c.compress(s.image, quality)
+            w.write(encode_sample(s.key, data, s.target, ext=ext))
+            width, height = Image.open(io.BytesIO(data)).size  # header only
+            total_bytes += len(data)
+            total_pixels += width * height
+    manifest = {"codec": codec, "quality": quality, "samples": len(source), "bitstream_bytes": total_bytes,
+                "mean_bpp": 8 * total_bytes / max(total_pixels, 1), "class_names": source.class_names,
+                "source": source.describe()}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
 __all__ = ["CorruptSampleError", "DecodeStage", "Manifest", "ShardRecord", "collate_padded",
-           "decode_target", "encode_sample", "latent_dataset", "write_shards"]
+           "decode_target", "encode_sample", "latent_dataset", "write_image_shards", "write_shards"]

@@ -29,7 +29,9 @@ class ShardSample:
 
     @property
     def target(self) -> dict[str, Any]:
-        return json.loads(self.fields["json"]) if "json" in self.fields else {}
+        if "json" in self.fields:
+            return json.loads(self.fields["json"])
+        return {"label": int(self.fields["cls"])} if "cls" in self.fields else {}  # label-only
 
 
 def shard_files(paths: Sequence[str | Path]) -> list[Path]:

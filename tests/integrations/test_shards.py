@@ -221,3 +221,13 @@ def test_plain_webdataset_recipe(tmp_path):
         lambda s: (codec.decode_latent(s["mlc"]), int(s["cls"])))
     got = list(ds)
     assert [c for _, c in got] == [0, 1, 2] and got[0][0].shape == (96, 4, 4)
+
+
+def test_label_only_samples_skip_the_json_member():
+    from mlcodec.integrations.wds_fields import decode_target, encode_sample
+
+    s = encode_sample("k", b"x", {"label": 3})
+    assert set(s) == {"__key__", "mlc", "cls"} and decode_target(s) == {"label": 3}
+    s = encode_sample("k", b"x", {"label": 3, "boxes": [[0, 0, 1, 1]]})
+    assert decode_target(s) == {"label": 3, "boxes": [[0, 0, 1, 1]]} and s["cls"] == b"3"
+    assert decode_target(encode_sample("k", b"x", {})) == {}
