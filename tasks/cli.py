@@ -1,0 +1,105 @@
+"""``mlcodec train-head`` and ``mlcodec eval``, registered as a plugin of the core CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import mlcodec
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def cmd_train_head(args: argparse.Namespace) -> int:
+    if args.head == "pixel-det":
+        from .yolo import train_yolo
+
+        if not args.yolo_data:
+            raise ValueError("pixel-det trains with ultralytics: give --yolo-data DATA.yaml "
+                             "(`mlcodec synth` writes one)")
+        r = train_yolo(args.yolo_data, args.output, epochs=args.epochs, imgsz=args.imgsz,
+                       batch=args.batch_size, workers=args.workers, seed=args.seed)
+        print(f"pixel-det: {r['epochs']} epochs in {r['train_seconds']:.0f}s -> {r['checkpoint']}")
+        return 0
+    from .train import train_head
+
+    if not args.shards or not args.val:
+        raise ValueError("give --shards DIR... (training) and --val DIR... (validation)")
+    r = train_head(args.task, args.shards, args.val, args.output, head=args.head, epochs=args.epochs,
+                   batch_size=args.batch_size, lr=args.lr, workers=args.workers, seed=args.seed,
+                   progress=not args.quiet)
+    last = r.history[-1]
+    print(f"{r.head}: {len(r.history)} epochs, {last.elapsed_seconds:.0f}s training, "
+          f"best {r.best(args.task):.4f}, checkpoint {r.checkpoint}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mlcodec.integrations.cli import _source
+
+    from .data import TaskSpec, check_task
+    from .evaluate import evaluate_codecs, write_report
+
+    source = _source(args)
+    if args.limit:
+        from mlcodec.data.sources import IterableSource
+
+        source = IterableSource([(source[i].image, source[i].target) for i in range(args.limit)],
+                                name=source.name, class_names=source.class_names)
+    cat_ids = getattr(source, "category_ids", ())
+    spec = TaskSpec(check_task(args.task), tuple(source.class_names), tuple(cat_ids))
+    result = evaluate_codecs(args.task, source, spec, args.codecs.split(","), _floats(args.qualities),
+                             latent_head=args.head, pixel_reference=args.reference,
+                             batch_size=args.batch_size, progress=not args.quiet)
+    paths = write_report(result, args.output)
+    metric = result["metric"]
+    print(f"{'codec':<22} {'domain':<7} {'quality':>7} {'bpp':>7} {metric:>7}")
+    for r in result["rows"]:
+        q = "-" if r["quality"] is None else f"{r['quality']:.3f}"
+        print(f"{r['codec']:<22} {r['domain']:<7} {q:>7} {r['bpp']:>7.3f} {r[metric]:>7.4f}")
+    for name, v in result["bd_rate_vs_jpeg"].items():
+        print(f"BD-rate vs jpeg/pixel: {name:<28} " + ("n/a" if v is None else f"{v:+.1f}%"))
+    for name, why in result["skipped"].items():
+        print(f"skipped {name}: {why}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if args.json:
+        print(json.dumps(result["bd_rate_vs_jpeg"]))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from . import list_heads
+    from .data import TASKS
+
+    t = sub.add_parser("train-head", help="train a task head on latent shards (or a pixel reference)")
+    t.add_argument("--task", required=True, choices=TASKS)
+    t.add_argument("--shards", nargs="+", help="training shard folders (latent or image shards)")
+    t.add_argument("--val", nargs="+", help="validation shard folders")
+    t.add_argument("--head", choices=list_heads(), help="default: latent-<task> / pixel-<task> by shard type")
+    t.add_argument("--yolo-data", help="pixel-det only: ultralytics data.yaml")
+    t.add_argument("--imgsz", type=int, default=128, help="pixel-det only: training image size")
+    t.add_argument("-o", "--output", required=True, help="folder for the checkpoint and history")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train_head)
+
+    e = sub.add_parser("eval", help="task metric vs bitrate for codecs and qualities (CSV, JSON, plot)")
+    e.add_argument("--task", required=True, choices=TASKS)
+    e.add_argument("src", nargs="?", help="validation images in ImageFolder layout (cls)")
+    e.add_argument("--coco", help="validation COCO instances JSON")
+    e.add_argument("--images", help="image folder for --coco")
+    e.add_argument("--head", help="latent head checkpoint (.safetensors)")
+    e.add_argument("--reference", help="pixel reference checkpoint (.safetensors)")
+    e.add_argument("--codecs", default="mlcodec-hyperprior,jpeg,webp,avif",
+                   help=f"comma-separated, from {','.join(mlcodec.list_codecs())}")
+    e.add_argument("--qualities", default="0.1,0.3,0.5,0.7,0.9")
+    e.add_argument("--limit", type=int, default=0, help="evaluate the first N images only")
+    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--json", action="store_true", help="also print the BD-rates as JSON")
+    e.add_argument("-o", "--output", required=True)
+    e.set_defaults(func=cmd_eval, hf=None)

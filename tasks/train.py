@@ -1,0 +1,220 @@
+"""Training and validation of task heads on shards (``mlcodec train-head``).
+
+One loop serves latent heads (latent shards) and pixel references (image shards): AdamW with a
+cosine schedule, validation after every epoch, and per-epoch wall-clock times (loading included)
+so the two input paths can be compared. Checkpoints are safetensors with the task spec, head name
+and history as metadata; :func:`load_head` rebuilds the head from them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from . import create_head, head_config
+from .data import TaskSpec, make_loader, read_manifest, spec_from_manifest, task_targets
+from .losses import decode_boxes, detection_loss
+from .metrics import TaskMetric, primary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_seconds: float  # this epoch's training pass, data loading included
+    elapsed_seconds: float  # training time so far (validation excluded)
+    loss: float
+    val: dict[str, float]
+
+
+@dataclass
+class TrainResult:
+    head: str
+    checkpoint: str
+    spec: dict[str, Any]
+    history: list[EpochRecord] = field(default_factory=list)
+
+    def best(self, task: str) -> float:
+        return max(primary(task, r.val) for r in self.history)
+
+    def seconds_to_reach(self, task: str, target: float) -> float | None:
+        """Training seconds until the validation metric first reached ``target`` (None: never)."""
+        return next((r.elapsed_seconds for r in self.history if primary(task, r.val) >= target), None)
+
+
+def _batch_input(batch: dict[str, Any], input: str) -> Tensor:
+    return batch["latent"] if input == "latent" else batch["image"]
+
+
+def random_flip(x: Tensor, targets: Any, task: str, image_sizes: Tensor,
+                generator: torch.Generator) -> tuple[Tensor, Any]:
+    """Mirror about half the samples left-right, targets included (latents too: the analysis
+    transform is convolutional, so a mirrored image has close to a mirrored latent). Samples
+    whose input is padded beyond the image are left as they are."""
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    scale = (image_sizes[:, 1] / x.shape[-1]).tolist()
+    x = x.clone()
+    for i in torch.nonzero(flip).flatten().tolist():
+        if scale[i] != round(scale[i]) or x.shape[-1] * scale[i] != image_sizes[i, 1]:
+            continue
+        x[i] = x[i].flip(-1)
+        w = float(image_sizes[i, 1])
+        if task == "det":
+            b = targets[i]["boxes"]
+            targets[i] = {**targets[i], "boxes": torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], 1)}
+        elif task == "seg":
+            targets[i, :, : int(w)] = targets[i, :, : int(w)].flip(-1)
+    return x, targets
+
+
+def compute_loss(model: nn.Module, task: str, x: Tensor, targets: Any) -> Tensor:
+    out = model(x)
+    if task == "cls":
+        return F.cross_entropy(out, targets)
+    if task == "det":
+        return detection_loss(out, targets)
+    h, w = targets.shape[-2:]
+    return F.cross_entropy(out[..., :h, :w], targets, ignore_index=-1)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, task: str, x: Tensor, image_sizes: Tensor) -> Any:
+    """Predictions in the form :class:`~mlcodec.tasks.metrics.TaskMetric` takes."""
+    out = model(x)
+    if task == "det":
+        h, w = (int(v) for v in image_sizes.max(0).values)
+        return decode_boxes(out, image_size=(h, w))
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, spec: TaskSpec, loader: Any, input: str) -> dict[str, float]:
+    model.eval()
+    metric = TaskMetric(spec.task, spec.num_outputs)
+    for batch in loader:
+        sizes = batch["image_sizes"]
+        metric.update(predict(model, spec.task, _batch_input(batch, input), sizes),
+                      task_targets(batch["targets"], spec, sizes))
+    return metric.compute()
+
+
+def save_head(model: nn.Module, path: str | Path, name: str, spec: TaskSpec, in_channels: int,
+              extra: dict[str, Any] | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"head": name, "spec": spec.to_json(), "in_channels": in_channels, **(extra or {})}
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={k: json.dumps(v) for k, v in meta.items()})
+    return path
+
+
+def load_head(path: str | Path) -> tuple[nn.Module, TaskSpec, dict[str, Any]]:
+    """Rebuild a head from its safetensors checkpoint (no pickle)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No head checkpoint at {path}")
+    with safe_open(str(path), framework="pt") as f:
+        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    if "head" not in meta:
+        raise ValueError(f"{path} is not an mlcodec head checkpoint (no 'head' metadata)")
+    s = meta["spec"]
+    spec = TaskSpec(s["task"], tuple(s["class_names"]), tuple(s["category_ids"]))
+    model = create_head(meta["head"], spec, int(meta["in_channels"]))
+    model.load_state_dict(load_file(str(path)))
+    return model.eval(), spec, meta
+
+
+def train_head(
+    task: str,
+    train_dirs: Sequence[str | Path],
+    val_dirs: Sequence[str | Path],
+    out: str | Path,
+    head: str | None = None,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 0.05,
+    workers: int = 0,
+    seed: int = 0,
+    augment: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``head`` (default ``latent-<task>``, or ``pixel-<task>`` on image shards) and save
+    ``out/<head>.safetensors`` (the best epoch) and ``out/<head>.history.json``.
+
+    ``augment`` mirrors half of each batch left-right (latents and images alike)."""
+    manifest = read_manifest(train_dirs[0])
+    spec = spec_from_manifest(manifest, task)
+    input = "pixel" if manifest["codec"] in ("jpeg", "webp", "avif") else "latent"
+    name = head or f"{input}-{task}"
+    cfg = head_config(name)
+    if cfg.input != input:
+        raise ValueError(f"head {name!r} reads {cfg.input} input but {train_dirs[0]} holds "
+                         f"{manifest['codec']} {'images' if input == 'pixel' else 'latents'}")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    train_loader = make_loader(train_dirs, input, batch_size, shuffle=1000, workers=workers, seed=seed)
+    val_loader = make_loader(val_dirs, input, batch_size, workers=workers)
+    in_channels = 3
+    if input == "latent":
+        in_channels = next(iter(make_loader(val_dirs, input, 1)))["latent"].shape[1]
+    model = create_head(name, spec, in_channels)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(sum(read_manifest(d)["samples"] for d in train_dirs) / batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch + 1,
+                                                pct_start=0.1)
+    out = Path(out)
+    ckpt = out / f"{name}.safetensors"
+    result = TrainResult(name, str(ckpt), spec.to_json())
+    elapsed, best = 0.0, -1.0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        t0, total, n = time.perf_counter(), 0.0, 0
+        bar = tqdm(train_loader, total=steps_per_epoch, desc=f"{name} epoch {epoch}/{epochs}",
+                   unit="batch", disable=not progress)
+        for batch in bar:
+            x = _batch_input(batch, input)
+            targets = task_targets(batch["targets"], spec, batch["image_sizes"])
+            if augment:
+                x, targets = random_flip(x, targets, task, batch["image_sizes"], gen)
+            loss = compute_loss(model, task, x, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched.last_epoch < sched.total_steps - 1:
+                sched.step()
+            total, n = total + loss.item(), n + 1
+            bar.set_postfix(loss=f"{total / n:.3f}")
+        seconds = time.perf_counter() - t0
+        elapsed += seconds
+        val = evaluate(model, spec, val_loader, input)
+        rec = EpochRecord(epoch, seconds, elapsed, total / max(n, 1), val)
+        result.history.append(rec)
+        log.info("%s epoch %d: %.1fs, loss %.4f, val %s", name, epoch, seconds, rec.loss, val)
+        if progress:
+            tqdm.write(f"{name} epoch {epoch}: {seconds:.1f}s loss {rec.loss:.4f} val "
+                       + " ".join(f"{k}={v:.4f}" for k, v in val.items()))
+        if primary(task, val) > best:
+            best = primary(task, val)
+            save_head(model, ckpt, name, spec, in_channels,
+                      {"codec": manifest["codec"], "fingerprint": manifest.get("fingerprint"),
+                       "epoch": epoch, "val": val})
+    (out / f"{name}.history.json").write_text(json.dumps(
+        {**asdict(result), "train_dirs": [str(d) for d in train_dirs],
+         "val_dirs": [str(d) for d in val_dirs]}, indent=1))
+    return result
