@@ -53,3 +53,29 @@ def test_training_reduces_loss():
         opt.step()
         losses.append(loss.item())
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_remap_gains_interpolates_and_extrapolates_in_log_lambda():
+    from mlcodec.train import remap_gains
+
+    old = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+    model = GainedMeanScaleHyperprior(16, 16, num_levels=7)
+    model.init_gains(list(old))  # log-gain = 0.5 * log(lambda / 8): linear in log-lambda
+    new = (0.5, 1.0, 3.0, 8.0, 20.0, 64.0, 128.0)
+    remap_gains(model, old, new)
+    expect = torch.tensor([0.5 * np.log(v / 8.0) for v in new], dtype=torch.float32)
+    assert torch.allclose(model.log_gain[:, 0], expect, atol=1e-6)
+    assert torch.allclose(model.log_inv_gain[:, 0], -expect, atol=1e-6)
+
+
+def test_fine_tune_from_weights_with_new_lambdas(tmp_path):
+    rng = np.random.default_rng(1)
+    data = tmp_path / "photos"
+    data.mkdir()
+    Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(data / "0.png")
+    base = dict(data=(str(data),), use_skimage=False, N=16, M=16, steps=2, batch_size=2, patch=64)
+    first = train(TrainConfig(out=str(tmp_path / "a"), **base))
+    lambdas = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
+    second = train(TrainConfig(out=str(tmp_path / "b"), init=str(first), lambdas=lambdas, **base))
+    meta = read_metadata(second)
+    assert tuple(meta["config"]["lambdas"]) == lambdas and meta["config"]["init"] == str(first)
