@@ -125,6 +125,11 @@ def evaluate_codecs(
             continue
         rate = float(np.mean([bpp(len(d), im) for d, im in zip(datas, images)]))
         if head is not None and head_meta is not None and name == head_meta.get("codec"):
+            fp = codec.fingerprint(q).hex()  # type: ignore[attr-defined]
+            if head_meta.get("fingerprint") not in (None, fp):
+                raise ValueError(f"{latent_head} was trained on {name} latents of weights "
+                                 f"{head_meta['fingerprint']}, but {name} now has weights {fp}; "
+                                 f"retrain the head on shards written with these weights")
             latents = [y for r in batches for y in codec.decode_latents([datas[i] for i in r])]
             rows.append({"codec": name, "quality": q, "bpp": rate, "domain": "latent",
                          "model": head_meta["head"],

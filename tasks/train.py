@@ -159,6 +159,12 @@ def train_head(
 
     ``augment`` mirrors half of each batch left-right (latents and images alike)."""
     manifest = read_manifest(train_dirs[0])
+    for d in [*train_dirs[1:], *val_dirs]:
+        other = read_manifest(d)
+        if (other["codec"], other.get("fingerprint")) != (manifest["codec"], manifest.get("fingerprint")):
+            raise ValueError(f"{d} holds {other['codec']} data ({other.get('fingerprint')}), but "
+                             f"{train_dirs[0]} holds {manifest['codec']} ({manifest.get('fingerprint')}); "
+                             "a head trains and validates on one codec and one set of weights")
     spec = spec_from_manifest(manifest, task)
     input = "pixel" if manifest["codec"] in ("jpeg", "webp", "avif") else "latent"
     name = head or f"{input}-{task}"

@@ -134,6 +134,8 @@ def test_train_head_then_eval_writes_csv_json_png(bench, tmp_path):
     assert pix.head == "pixel-cls"
     with pytest.raises(ValueError, match="reads latent input"):
         train_head("cls", [root / "jpeg-train"], [root / "jpeg-val"], tmp_path, head="latent-cls")
+    with pytest.raises(ValueError, match="one codec and one set of weights"):
+        train_head("cls", [root / "latent-train"], [root / "jpeg-val"], tmp_path)
     spec = _spec(src["val"], "cls")
     result = evaluate_codecs("cls", src["val"], spec, ["mlcodec-hyperprior", "jpeg"], [0.2, 0.8],
                              latent_head=r.checkpoint, pixel_reference=pix.checkpoint, progress=False)
@@ -219,3 +221,13 @@ def test_random_flip_mirrors_inputs_and_targets_together():
     _, m = random_flip(x, maps.clone(), "seg", sizes, torch.Generator().manual_seed(0))
     for i in range(2):
         assert torch.equal(m[i], maps[i].flip(-1) if flipped[i] else maps[i])
+
+
+def test_eval_refuses_a_head_trained_on_other_weights(bench, tmp_path):
+    _, src = bench
+    spec = _spec(src["val"], "cls")
+    path = save_head(create_head("latent-cls", spec), tmp_path / "h.safetensors", "latent-cls", spec, 96,
+                     {"codec": "mlcodec-hyperprior", "fingerprint": "00" * 8})
+    with pytest.raises(ValueError, match="retrain the head"):
+        evaluate_codecs("cls", src["val"], spec, ["mlcodec-hyperprior"], [0.5], latent_head=path,
+                        progress=False)
