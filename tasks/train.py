@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from . import create_head, head_config
 from .data import TaskSpec, make_loader, read_manifest, spec_from_manifest, task_targets
+from .heads import LATENT_STRIDE
 from .losses import decode_boxes, detection_loss
 from .metrics import TaskMetric, primary
 
@@ -60,15 +61,15 @@ def _batch_input(batch: dict[str, Any], input: str) -> Tensor:
 
 
 def random_flip(x: Tensor, targets: Any, task: str, image_sizes: Tensor,
-                generator: torch.Generator) -> tuple[Tensor, Any]:
+                generator: torch.Generator, stride: int = 1) -> tuple[Tensor, Any]:
     """Mirror about half the samples left-right, targets included (latents too: the analysis
-    transform is convolutional, so a mirrored image has close to a mirrored latent). Samples
-    whose input is padded beyond the image are left as they are."""
+    transform is convolutional, so a mirrored image has close to a mirrored latent). ``stride``
+    is image pixels per input column (16 for latents); samples whose input is padded beyond the
+    image width are left as they are, since mirroring would misalign them with their targets."""
     flip = torch.rand(x.shape[0], generator=generator) < 0.5
-    scale = (image_sizes[:, 1] / x.shape[-1]).tolist()
     x = x.clone()
     for i in torch.nonzero(flip).flatten().tolist():
-        if scale[i] != round(scale[i]) or x.shape[-1] * scale[i] != image_sizes[i, 1]:
+        if int(image_sizes[i, 1]) != x.shape[-1] * stride:
             continue
         x[i] = x[i].flip(-1)
         w = float(image_sizes[i, 1])
@@ -197,7 +198,8 @@ def train_head(
             x = _batch_input(batch, input)
             targets = task_targets(batch["targets"], spec, batch["image_sizes"])
             if augment:
-                x, targets = random_flip(x, targets, task, batch["image_sizes"], gen)
+                x, targets = random_flip(x, targets, task, batch["image_sizes"], gen,
+                                         LATENT_STRIDE if input == "latent" else 1)
             loss = compute_loss(model, task, x, targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -212,15 +212,18 @@ def test_random_flip_mirrors_inputs_and_targets_together():
     gen = torch.Generator().manual_seed(0)
     flipped = torch.rand(2, generator=torch.Generator().manual_seed(0)) < 0.5
     boxes = [{"boxes": torch.tensor([[0.0, 1, 10, 5]]), "labels": torch.tensor([2])} for _ in range(2)]
-    y, t = random_flip(x, boxes, "det", sizes, gen)
+    y, t = random_flip(x, boxes, "det", sizes, gen, stride=16)
     for i in range(2):
         assert torch.equal(y[i], x[i].flip(-1) if flipped[i] else x[i])
         expect = [[54.0, 1, 64, 5]] if flipped[i] else [[0.0, 1, 10, 5]]
         assert t[i]["boxes"].tolist() == expect
     maps = torch.arange(2 * 32 * 64).reshape(2, 32, 64)
-    _, m = random_flip(x, maps.clone(), "seg", sizes, torch.Generator().manual_seed(0))
+    _, m = random_flip(x, maps.clone(), "seg", sizes, torch.Generator().manual_seed(0), stride=16)
     for i in range(2):
         assert torch.equal(m[i], maps[i].flip(-1) if flipped[i] else maps[i])
+    narrow = torch.tensor([[32, 60], [32, 60]])  # padded: the latent covers 64 px, the image 60
+    y, _ = random_flip(x, maps.clone(), "seg", narrow, torch.Generator().manual_seed(0), stride=16)
+    assert torch.equal(y, x)
 
 
 def test_eval_refuses_a_head_trained_on_other_weights(bench, tmp_path):
