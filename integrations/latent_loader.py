@@ -17,8 +17,7 @@ import torch
 
 import mlcodec
 from mlcodec.bitstream import BitstreamError, read_header
-
-from .wds_fields import decode_label, decode_target
+from mlcodec.data.shard_fields import decode_label, decode_target
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +161,16 @@ def latent_dataset(
     return pipeline.with_epoch(epoch_length) if epoch_length else pipeline
 
 
+def pad_stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``(B, C, H, W)`` of ``C x h x w`` tensors zero-padded bottom/right to the largest h, w."""
+    h = max(t.shape[-2] for t in tensors)
+    w = max(t.shape[-1] for t in tensors)
+    batch = tensors[0].new_zeros((len(tensors), tensors[0].shape[0], h, w))
+    for i, t in enumerate(tensors):
+        batch[i, :, : t.shape[-2], : t.shape[-1]] = t
+    return batch
+
+
 def collate_padded(samples: Sequence[dict[str, Any]], key: str | None = None) -> dict[str, Any]:
     """Stack latents/images of different sizes by zero-padding to the largest (bottom/right).
 
@@ -172,12 +181,7 @@ def collate_padded(samples: Sequence[dict[str, Any]], key: str | None = None) ->
         raise ValueError("collate_padded needs at least one sample")
     key = key or ("latent" if "latent" in samples[0] else "image")
     tensors = [s[key] for s in samples]
-    h = max(t.shape[-2] for t in tensors)
-    w = max(t.shape[-1] for t in tensors)
-    batch = tensors[0].new_zeros((len(tensors), tensors[0].shape[0], h, w))
-    for i, t in enumerate(tensors):
-        batch[i, :, : t.shape[-2], : t.shape[-1]] = t
-    out = {key: batch, "sizes": torch.tensor([t.shape[-2:] for t in tensors]),
+    out = {key: pad_stack(tensors), "sizes": torch.tensor([t.shape[-2:] for t in tensors]),
            "keys": [s["__key__"] for s in samples], "targets": [s["target"] for s in samples]}
     if all("size" in s for s in samples):  # original image (H, W), also for latents
         out["image_sizes"] = torch.tensor([s["size"] for s in samples])

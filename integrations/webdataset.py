@@ -1,6 +1,6 @@
 """WebDataset shards of mlcodec bitstreams: a resumable writer job and loaders.
 
-One sample per image, nothing pickled (fields: :mod:`.wds_fields`). Beside the shards:
+One sample per image, nothing pickled (fields: :mod:`mlcodec.data.shard_fields`). Beside the shards:
 ``manifest.json`` (codec, fingerprint, quality, counts, bytes, mean bpp, class names, source)
 once the job is complete, and ``progress.jsonl`` with one line per finished shard.
 A shard is written under a ``.tmp`` name and renamed when closed, and only then journaled, so a
@@ -24,10 +24,10 @@ from tqdm import tqdm
 
 import mlcodec
 from mlcodec.bitstream import read_header
+from mlcodec.data.shard_fields import decode_target, encode_sample
 from mlcodec.data.sources import Source
 
 from .latent_loader import CorruptSampleError, DecodeStage, collate_padded, latent_dataset
-from .wds_fields import decode_target, encode_sample
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ the webdataset integration); samples are grouped by key, the ``.mlc`` field deco
 
 from __future__ import annotations
 
-import json
 import math
 import tarfile
 from collections.abc import Iterator, Sequence
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
+
+from mlcodec.data.shard_fields import decode_target
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
@@ -29,9 +30,7 @@ class ShardSample:
 
     @property
     def target(self) -> dict[str, Any]:
-        if "json" in self.fields:
-            return json.loads(self.fields["json"])
-        return {"label": int(self.fields["cls"])} if "cls" in self.fields else {}  # label-only
+        return decode_target(self.fields)
 
 
 def shard_files(paths: Sequence[str | Path]) -> list[Path]:

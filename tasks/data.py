@@ -1,6 +1,6 @@
 """Targets and loaders for the task heads, on the shards the compression job writes.
 
-Targets come from each sample's JSON (see :mod:`mlcodec.integrations.wds_fields`): ``label`` for
+Targets come from each sample's JSON (see :mod:`mlcodec.data.shard_fields`): ``label`` for
 classification, ``boxes`` + ``labels`` (category ids) for detection, ``segmentation`` (COCO
 polygons or RLE, decoded with pycocotools) for the semantic map. Category ids map to contiguous
 0-based classes through the manifest's ``category_ids`` (COCO sources) or are 0-based already.
@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from mlcodec.integrations.wds_fields import decode_target
+from mlcodec.data.shard_fields import decode_target
+from mlcodec.inspect import shard_files
 
 TASKS = ("cls", "det", "seg")
 # Pixel inputs are scaled to roughly zero mean, unit variance (no pretrained statistics apply).
@@ -72,13 +73,8 @@ def spec_from_manifest(manifest: dict[str, Any], task: str) -> TaskSpec:
 
 
 def shard_urls(dirs: Sequence[str | Path]) -> list[str]:
-    urls = []
-    for d in dirs:
-        found = sorted(str(p) for p in Path(d).glob("*.tar"))
-        if not found:
-            raise FileNotFoundError(f"{d}: no .tar shards")
-        urls += found
-    return urls
+    """The shards of each folder in order; a folder without any is an error."""
+    return [str(p) for d in dirs for p in shard_files([d])]
 
 
 def semantic_map(target: dict[str, Any], spec: TaskSpec, h: int, w: int) -> np.ndarray:

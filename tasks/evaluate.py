@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 import mlcodec
 from mlcodec.data.sources import Source
+from mlcodec.integrations.latent_loader import pad_stack
 from mlcodec.metrics import bd_rate, bpp
 
 from .data import TaskSpec, image_to_tensor, task_targets
@@ -56,15 +57,7 @@ class PixelModel:
     def predict(self, task: str, images: Sequence[Image.Image], sizes: torch.Tensor) -> Any:
         if self.yolo is not None:
             return self.yolo.predict_images(images)
-        return predict(self.model, task, _pad_stack([image_to_tensor(im) for im in images]), sizes)
-
-
-def _pad_stack(ts: Sequence[torch.Tensor]) -> torch.Tensor:
-    h, w = max(t.shape[-2] for t in ts), max(t.shape[-1] for t in ts)
-    out = ts[0].new_zeros((len(ts), ts[0].shape[0], h, w))
-    for i, t in enumerate(ts):
-        out[i, :, : t.shape[-2], : t.shape[-1]] = t
-    return out
+        return predict(self.model, task, pad_stack([image_to_tensor(im) for im in images]), sizes)
 
 
 def _batches(n: int, size: int) -> list[range]:
@@ -133,7 +126,7 @@ def evaluate_codecs(
             latents = [y for r in batches for y in codec.decode_latents([datas[i] for i in r])]
             rows.append({"codec": name, "quality": q, "bpp": rate, "domain": "latent",
                          "model": head_meta["head"],
-                         **score(lambda ys, sz: predict(head, task, _pad_stack(ys), sz), latents)})
+                         **score(lambda ys, sz: predict(head, task, pad_stack(ys), sz), latents)})
         if ref is not None:
             decoded = [im for r in batches for im in codec.decompress_batch([datas[i] for i in r])]
             rows.append({"codec": name, "quality": q, "bpp": rate, "domain": "pixel", "model": ref.name,

@@ -224,7 +224,7 @@ def test_plain_webdataset_recipe(tmp_path):
 
 
 def test_label_only_samples_skip_the_json_member():
-    from mlcodec.integrations.wds_fields import decode_target, encode_sample
+    from mlcodec.data.shard_fields import decode_target, encode_sample
 
     s = encode_sample("k", b"x", {"label": 3})
     assert set(s) == {"__key__", "mlc", "cls"} and decode_target(s) == {"label": 3}

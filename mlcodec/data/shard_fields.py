@@ -1,5 +1,8 @@
 """The fields of an mlcodec shard sample: writer and reader side by side so they cannot drift.
 
+In the core because both the shard writer/loader (``mlcodec.integrations``) and the core's shard
+inspection (:mod:`mlcodec.inspect`) read them.
+
     __key__     "00000042_cat_img_0042"
     mlc         the packed .mlc bitstream (CRC-protected)
     cls         the class label as ASCII text (when the target has "label")
@@ -11,6 +14,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -25,13 +29,13 @@ def encode_sample(key: str, data: bytes, target: dict[str, Any], ext: str = "mlc
     return sample
 
 
-def decode_target(sample: dict[str, Any]) -> dict[str, Any]:
-    """The target dict back from a raw sample (empty when the sample has none)."""
+def decode_target(sample: Mapping[str, Any]) -> dict[str, Any]:
+    """The target dict back from a raw sample or its fields (empty when it has none)."""
     if "json" in sample:
         return json.loads(sample["json"].decode())
     return {"label": int(sample["cls"])} if "cls" in sample else {}
 
 
-def decode_label(sample: dict[str, Any]) -> int | None:
+def decode_label(sample: Mapping[str, Any]) -> int | None:
     """The class label of a raw sample, or None when it is unlabelled."""
     return int(sample["cls"]) if "cls" in sample else None
