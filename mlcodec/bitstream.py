@@ -1,10 +1,10 @@
 """The ``.mlc`` bitstream container: pure functions over bytes (no torch, no files).
 
-Layout, little-endian, format version 1::
+Layout, little-endian (the same for format versions 1 and 2)::
 
     offset  size  field
     0       4     magic b"MLCB"
-    4       1     format version (1)
+    4       1     format version (2; 1 is still read)
     5       1     source mode (0 = RGB, 1 = L)
     6       2     codec id (u16, stable, from the registry)
     8       8     weights fingerprint (first 8 bytes of SHA-256 of the weights)
@@ -15,6 +15,12 @@ Layout, little-endian, format version 1::
     42      1     number of entropy-coded strings S
     43      ...   S x (u32 length, bytes)
     end-4   4     CRC32 of every byte before it
+
+The versions differ in what the entropy-coded strings hold, not in the layout: from version 2,
+learned codecs leave out the latent symbols whose predicted Gaussian scale is so small that they
+are zero but for a vanishing fraction (see ``mlcodec.codecs.hyperprior.SKIP_INDEX``); a decoder
+knows which from the hyperprior and sets them to the predicted mean. ``BitstreamHeader.version``
+says which rule a stream follows.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ import zlib
 from dataclasses import dataclass
 
 MAGIC = b"MLCB"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 _HEAD = struct.Struct("<4sBBH8sfIIIIHHHB")
 _LEN = struct.Struct("<I")
 _CRC = struct.Struct("<I")
@@ -44,6 +51,7 @@ class BitstreamHeader:
     padded_size: tuple[int, int]
     latent_shape: tuple[int, int, int]  # (C, H, W) of the latent y
     source_mode: str = "RGB"
+    version: int = FORMAT_VERSION  # format version the strings follow
 
 
 @dataclass(frozen=True)
@@ -65,10 +73,12 @@ def pack(bs: Bitstream) -> bytes:
         raise BitstreamError(f"source mode must be one of {SOURCE_MODES}, got {h.source_mode!r}")
     if not 0.0 <= h.quality <= 1.0:
         raise BitstreamError(f"quality must be in [0, 1], got {h.quality}")
+    if h.version not in SUPPORTED_VERSIONS:
+        raise BitstreamError(f"format version must be one of {SUPPORTED_VERSIONS}, got {h.version}")
     if len(bs.strings) > 255:
         raise BitstreamError(f"at most 255 strings, got {len(bs.strings)}")
     try:
-        head = _HEAD.pack(MAGIC, FORMAT_VERSION, SOURCE_MODES.index(h.source_mode), h.codec_id,
+        head = _HEAD.pack(MAGIC, h.version, SOURCE_MODES.index(h.source_mode), h.codec_id,
                           h.fingerprint, h.quality, *h.original_size, *h.padded_size,
                           *h.latent_shape, len(bs.strings))
     except struct.error as e:
@@ -90,10 +100,10 @@ def unpack(data: bytes) -> Bitstream:
             f"truncated bitstream: {len(data)} bytes, the header alone needs {_HEAD.size + 4}"
         )
     (_, version, mode, codec_id, fp, quality, oh, ow, ph, pw, c, lh, lw, n) = _HEAD.unpack_from(data)
-    if version != FORMAT_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise BitstreamError(
             f"bitstream format version {version} is not supported (this mlcodec reads "
-            f"version {FORMAT_VERSION}); upgrade mlcodec"
+            f"versions {', '.join(map(str, SUPPORTED_VERSIONS))}); upgrade mlcodec"
         )
     pos, strings = _HEAD.size, []
     for i in range(n):
@@ -116,7 +126,7 @@ def unpack(data: bytes) -> Bitstream:
     if mode >= len(SOURCE_MODES):
         raise BitstreamError(f"unknown source mode {mode}")
     header = BitstreamHeader(codec_id, fp, quality, (oh, ow), (ph, pw), (c, lh, lw),
-                             SOURCE_MODES[mode])
+                             SOURCE_MODES[mode], version)
     return Bitstream(header, tuple(strings))
 
 

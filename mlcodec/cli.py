@@ -145,6 +145,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "codec_id": h.codec_id, "fingerprint": h.fingerprint.hex(), "quality": h.quality,
         "original_size": list(h.original_size), "padded_size": list(h.padded_size),
         "latent_shape": list(h.latent_shape), "source_mode": h.source_mode,
+        "format_version": h.version,
         "bpp": 8 * len(data) / (h.original_size[0] * h.original_size[1]),
     }
     if args.json:

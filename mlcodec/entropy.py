@@ -54,9 +54,9 @@ def _as_list(t: torch.Tensor) -> list[int]:
     return t.reshape(-1).to(torch.int32).numpy().tolist()
 
 
-def _used_tables(indexes: torch.Tensor, tables: CdfTables):
+def _used_tables(indexes: torch.Tensor | np.ndarray, tables: CdfTables):
     """Indexes remapped onto the subset of tables they use, and that subset (cdfs, lengths, offsets)."""
-    idx = indexes.reshape(-1).numpy()
+    idx = np.asarray(indexes).reshape(-1)
     used = np.flatnonzero(np.bincount(idx, minlength=len(tables.cdfs)))
     remap = np.zeros(len(tables.cdfs), dtype=np.int32)
     remap[used] = np.arange(len(used), dtype=np.int32)
@@ -73,5 +73,11 @@ class StreamDecoder:
         self._dec.set_stream(string)
 
     def decode(self, indexes: torch.Tensor, tables: CdfTables) -> torch.Tensor:
-        values = self._dec.decode_stream(*_used_tables(indexes, tables))
-        return torch.from_numpy(np.asarray(values, dtype=np.int32)).reshape(indexes.shape)
+        return torch.from_numpy(self.decode_array(indexes.numpy(), tables)).reshape(indexes.shape)
+
+    def decode_array(self, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
+        """The next ``indexes.size`` symbols as a flat int32 array (``indexes`` pick their CDFs)."""
+        if indexes.size == 0:
+            return np.zeros(0, dtype=np.int32)
+        return np.fromiter(self._dec.decode_stream(*_used_tables(indexes, tables)), np.int32,
+                           indexes.size)

@@ -1,3 +1,4 @@
+import dataclasses
 import struct
 import zlib
 
@@ -60,8 +61,19 @@ def test_foreign_bytes():
 def test_future_version_rejected():
     data = bytearray(pack(make()))
     data[4] = FORMAT_VERSION + 1
-    with pytest.raises(BitstreamError, match="version 2 is not supported"):
+    with pytest.raises(BitstreamError, match=f"version {FORMAT_VERSION + 1} is not supported"):
         unpack(bytes(data))
+
+
+def test_version_1_still_read_and_repacked_unchanged():
+    bs = make()
+    v1 = Bitstream(dataclasses.replace(bs.header, version=1), bs.strings)
+    data = pack(v1)
+    assert data[4] == 1
+    assert unpack(data).header.version == 1
+    assert pack(unpack(data)) == data
+    with pytest.raises(BitstreamError, match="format version must be one of"):
+        pack(Bitstream(dataclasses.replace(bs.header, version=0), bs.strings))
 
 
 def test_trailing_bytes_rejected():

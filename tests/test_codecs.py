@@ -145,3 +145,36 @@ def test_default_codec_quality_is_monotone(codecs, photo):
         psnrs.append(psnr(photo, codec.decompress(data)))
     assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
     assert psnrs == sorted(psnrs)
+
+
+def test_format_2_skips_tiny_scale_symbols_and_reads_format_1(photo):
+    """Version 2 leaves out symbols of sigma <= 0.204; version-1 streams still decode exactly."""
+    from mlcodec.codecs.hyperprior import SKIP_INDEX
+
+    v2 = mlcodec.create_codec("mlcodec-hyperprior")
+    v1 = mlcodec.create_codec("mlcodec-hyperprior")
+    v1.format_version = 1
+    d1, d2 = v1.compress(photo, 0.5), v2.compress(photo, 0.5)
+    assert (read_header(d1).version, read_header(d2).version) == (1, 2)
+    assert len(d2) < len(d1)
+    y1, y2 = v2.decode_latent(d1), v2.decode_latent(d2)  # the v2 codec reads both
+    # Every symbol v2 codes is decoded exactly as in v1; the skipped ones are (almost) all zero
+    # there too, so the latents agree except at a vanishing fraction of positions.
+    inv_gain = v2.model.gains(torch.tensor([0.5]))[1][0]
+    same = ((y1 - y2) * inv_gain.reciprocal()).abs() < 1e-3
+    assert same.float().mean() > 0.999
+    assert SKIP_INDEX[1] < 0 < SKIP_INDEX[2]
+
+
+def test_scale_indexes_equal_compressai_build_indexes():
+    from mlcodec.codecs.hyperprior import _CoderTables
+
+    model = mlcodec.create_codec("mlcodec-hyperprior").model
+    tables = _CoderTables(model)
+    table = model.gaussian_conditional.scale_table[:-1].float()
+    scales = torch.cat([
+        torch.exp(torch.randn(20000) * 3), table, torch.nextafter(table, torch.tensor(0.0)),
+        torch.nextafter(table, torch.tensor(1e9)), torch.tensor([0.0, -3.0, 1e30]),
+    ])
+    expected = model.gaussian_conditional.build_indexes(scales)
+    assert torch.equal(tables.scale_indexes(scales), expected.to(torch.int32))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -13,6 +14,14 @@ from mlcodec.codecs.base import CodecConfig
 from mlcodec.codecs.learned import LatentCodec
 from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
 from mlcodec.weights import fingerprint
+
+
+#: Latent symbols whose scale index is at most this are not entropy-coded, per format version.
+#: Index 5 is sigma <= 0.204: such a symbol is zero but with probability ~ 2 * Phi(-0.5 / 0.204)
+#: = 1.4% at most (0.13% measured on photos at quality 0.5), yet they are about half of all
+#: symbols, and the coder's cost is per symbol. The encoder sets them to zero (the predicted
+#: mean); the decoder knows which they are from the hyperprior. Version 1 coded every symbol.
+SKIP_INDEX = {1: -1, 2: 5}
 
 
 def _channel_indexes(shape: torch.Size) -> torch.Tensor:
@@ -25,19 +34,45 @@ class _CoderTables:
     def __init__(self, model: nn.Module) -> None:
         self.z = entropy.CdfTables.from_model(model.entropy_bottleneck)
         self.y = entropy.CdfTables.from_model(model.gaussian_conditional)
-        self.scale_bounds = model.gaussian_conditional.scale_table[:-1].clone()
+        self.scale_bounds = model.gaussian_conditional.scale_table[:-1].clone().float().cpu()
         self.z_medians = model.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+        b = self.scale_bounds.numpy()
+        log_b = np.log(b.astype(np.float64))
+        self._log_b0, self._step = float(log_b[0]), float(log_b[-1] - log_b[0]) / (len(b) - 1)
+        self._log_spaced = len(b) > 1 and bool(np.allclose(np.diff(log_b), self._step, rtol=1e-4))
+        self._padded_bounds = np.concatenate([[-np.inf], b, [np.inf, np.inf]]).astype(np.float32)
 
     def scale_indexes(self, scales: torch.Tensor) -> torch.Tensor:
-        """Same indexes as ``GaussianConditional.build_indexes``, by binary search."""
-        return torch.searchsorted(self.scale_bounds, scales.contiguous()).to(torch.int32)
+        """Same indexes as ``GaussianConditional.build_indexes``: how many bounds are below.
+
+        For a log-spaced table (CompressAI's and ours) a logarithm guesses the bin to within
+        one, and three comparisons with the table make it exact: twice as fast as a binary
+        search, and equal to it bit for bit (streams of either rule decode the same).
+        """
+        s = scales.detach().float().cpu().contiguous()
+        if not self._log_spaced:
+            return torch.searchsorted(self.scale_bounds, s).to(torch.int32)
+        x, b = s.numpy(), self._padded_bounds
+        e = np.clip(x, b[1] * 0.5, b[-3] * 2.0)
+        np.log(e, out=e)
+        e -= self._log_b0
+        e *= 1.0 / self._step
+        e = np.clip(e.astype(np.int32), 0, len(b) - 4)  # the guess, within one of the bin
+        idx = (b[e] < x).astype(np.int32)
+        idx += b[e + 1] < x
+        idx += b[e + 2] < x
+        idx += e - 1
+        return torch.from_numpy(idx)
 
 
 def _encode_strings(tables: _CoderTables, z_sym: torch.Tensor, y_sym: torch.Tensor,
-                    y_idx: torch.Tensor) -> list[tuple[bytes, ...]]:
+                    y_idx: torch.Tensor, version: int) -> list[tuple[bytes, ...]]:
+    """One rANS string per image: ``z``, then the symbols of ``y`` that format ``version`` codes."""
     z_idx = _channel_indexes(z_sym.shape)
+    coded = y_idx > SKIP_INDEX[version]
     return [
-        (entropy.encode([(z_sym[i], z_idx[i], tables.z), (y_sym[i], y_idx[i], tables.y)]),)
+        (entropy.encode([(z_sym[i], z_idx[i], tables.z),
+                         (y_sym[i][coded[i]], y_idx[i][coded[i]], tables.y)]),)
         for i in range(z_sym.shape[0])
     ]
 
@@ -47,6 +82,17 @@ def _decode_z(tables: _CoderTables, streams: Sequence[Bitstream], z_shape: tuple
     z_idx = _channel_indexes(torch.Size(z_shape))
     z_sym = torch.stack([d.decode(z_idx[0], tables.z) for d in decoders])
     return decoders, z_sym.float() + tables.z_medians
+
+
+def _decode_y(tables: _CoderTables, decoders: list[entropy.StreamDecoder], y_idx: torch.Tensor,
+              version: int) -> torch.Tensor:
+    """The integer symbols of ``y``; those the stream's format leaves out are zero."""
+    idx = y_idx.numpy()
+    coded = idx > SKIP_INDEX[version]
+    y_sym = np.zeros(idx.shape, dtype=np.int32)
+    for i, d in enumerate(decoders):
+        y_sym[i][coded[i]] = d.decode_array(idx[i][coded[i]], tables.y)
+    return torch.from_numpy(y_sym)
 
 
 class GainedHyperpriorCodec(LatentCodec):
@@ -73,7 +119,8 @@ class GainedHyperpriorCodec(LatentCodec):
         z_sym = torch.round(z_g - t.z_medians).int()
         scales, means = m.hyper_synthesis(z_sym + t.z_medians, inv_hgain)
         y_sym = torch.round(y_g - means).int()
-        strings = _encode_strings(t, z_sym.cpu(), y_sym.cpu(), t.scale_indexes(scales).cpu())
+        strings = _encode_strings(t, z_sym.cpu(), y_sym.cpu(), t.scale_indexes(scales),
+                                 self.format_version)
         return strings, tuple(y_g.shape[1:])
 
     def _decode(self, streams):
@@ -83,8 +130,7 @@ class GainedHyperpriorCodec(LatentCodec):
         _, inv_gain, _, inv_hgain = m.gains(q)
         decoders, z_hat = _decode_z(t, streams, (1, m.N, h // 4, w // 4))
         scales, means = m.hyper_synthesis(z_hat.to(self.device), inv_hgain)
-        idx = t.scale_indexes(scales).cpu()
-        y_sym = torch.stack([d.decode(idx[i], t.y) for i, d in enumerate(decoders)])
+        y_sym = _decode_y(t, decoders, t.scale_indexes(scales), streams[0].header.version)
         return (y_sym.to(self.device).float() + means) * inv_gain
 
     def _synthesize(self, y_hat, quality):
@@ -133,15 +179,16 @@ class Bmshj2018Codec(LatentCodec):
         z_sym = torch.round(z - t.z_medians).int()
         scales = m.h_s(z_sym + t.z_medians)
         y_sym = torch.round(y).int()
-        strings = _encode_strings(t, z_sym.cpu(), y_sym.cpu(), t.scale_indexes(scales).cpu())
+        strings = _encode_strings(t, z_sym.cpu(), y_sym.cpu(), t.scale_indexes(scales),
+                                 self.format_version)
         return strings, tuple(y.shape[1:])
 
     def _decode(self, streams):
         m, t, _ = self._model(streams[0].header.quality)
         c, h, w = streams[0].header.latent_shape
         decoders, z_hat = _decode_z(t, streams, (1, m.N, h // 4, w // 4))
-        idx = t.scale_indexes(m.h_s(z_hat.to(self.device))).cpu()
-        return torch.stack([d.decode(idx[i], t.y) for i, d in enumerate(decoders)]).float().to(self.device)
+        idx = t.scale_indexes(m.h_s(z_hat.to(self.device)))
+        return _decode_y(t, decoders, idx, streams[0].header.version).float().to(self.device)
 
     def _synthesize(self, y_hat, quality):
         return self._model(quality)[0].g_s(y_hat).clamp_(0, 1)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mlcodec import bitstream as bsf
-from mlcodec.bitstream import Bitstream, BitstreamError, BitstreamHeader
+from mlcodec.bitstream import FORMAT_VERSION, Bitstream, BitstreamError, BitstreamHeader
 from mlcodec.codecs.base import DEFAULT_QUALITY, Codec, CodecConfig, check_quality
 from mlcodec.imageio import to_pil, to_tensor
 
@@ -33,6 +33,8 @@ class LatentCodec(Codec):
     """Base of learned codecs: subclasses implement the three ``_``-methods below."""
 
     stride: int = 64
+    #: format version written by ``compress_batch``; set 1 for readers older than version 2
+    format_version: int = FORMAT_VERSION
 
     def __init__(self, config: CodecConfig, device: str = "cpu") -> None:
         self.config = config
@@ -49,7 +51,7 @@ class LatentCodec(Codec):
 
     @abc.abstractmethod
     def _decode(self, streams: Sequence[Bitstream]) -> torch.Tensor:
-        """Same-shape, same-quality bitstreams to the batched dequantized latent ``y_hat``."""
+        """Same-shape, same-quality, same-version bitstreams to the batched dequantized ``y_hat``."""
 
     @abc.abstractmethod
     def _synthesize(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
@@ -74,7 +76,7 @@ class LatentCodec(Codec):
             for i, s in zip(idx, strings):
                 t, mode = prepared[i]
                 header = BitstreamHeader(self.config.codec_id, fp, q, tuple(t.shape[-2:]), size,
-                                         latent_shape, mode)
+                                         latent_shape, mode, self.format_version)
                 out[i] = bsf.pack(Bitstream(header, s))
         return out
 
@@ -103,7 +105,7 @@ class LatentCodec(Codec):
     def _grouped(self, streams: list[Bitstream]) -> dict[tuple, list[int]]:
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, bs in enumerate(streams):
-            groups[(bs.header.latent_shape, bs.header.quality)].append(i)
+            groups[(bs.header.latent_shape, bs.header.quality, bs.header.version)].append(i)
         return groups
 
     @torch.inference_mode()
@@ -120,7 +122,7 @@ class LatentCodec(Codec):
     def decompress_batch(self, data: Sequence[bytes]) -> list[Image.Image]:
         streams = self._parse(data)
         out: list[Image.Image | None] = [None] * len(streams)
-        for (_, q), idx in self._grouped(streams).items():
+        for (_, q, _), idx in self._grouped(streams).items():
             x_hat = self._synthesize(self._decode([streams[i] for i in idx]), q)
             for j, i in enumerate(idx):
                 h = streams[i].header
