@@ -38,12 +38,35 @@ def cmd_shard(args: argparse.Namespace) -> int:
         print(f"{m['samples']} {args.codec} images in shards at {args.output}: "
               f"mean {m['mean_bpp']:.3f} bpp (quality {m['quality']})")
         return 0
-    m = write_shards(source, args.output, codec=args.codec, quality=args.quality,
-                     maxcount=args.maxcount, maxsize=int(args.maxsize_mb * 2**20),
-                     batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+    if args.ray is not None:
+        m = _shard_with_ray(source, args)
+    else:
+        m = write_shards(source, args.output, codec=args.codec, quality=args.quality,
+                         maxcount=args.maxcount, maxsize=int(args.maxsize_mb * 2**20),
+                         batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
     print(f"{m.samples} samples in {len(m.shards)} shards at {args.output}: "
           f"{m.shard_bytes} bytes, mean {m.mean_bpp:.3f} bpp ({m.codec}, quality {m.quality})")
     return 0
+
+
+def _shard_with_ray(source, args: argparse.Namespace):
+    try:
+        import ray
+    except ImportError as e:
+        raise ValueError("--ray needs Ray Data: pip install 'mlcodec[ray]'") from e
+    from .ray import write_shards_ray
+
+    started = not ray.is_initialized()  # else use the instance this process already joined
+    if started:
+        ray.init(address=args.ray or None, include_dashboard=False, log_to_driver=False)
+    try:
+        return write_shards_ray(source, args.output, codec=args.codec, quality=args.quality,
+                                maxcount=args.maxcount, batch_size=args.batch_size,
+                                num_actors=args.workers or None, gpus_per_actor=args.gpus_per_actor,
+                                progress=not args.quiet)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,7 +82,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--codec", default=mlcodec.DEFAULT_CODEC, choices=mlcodec.list_codecs(),
                    help="a learned codec (latent shards) or jpeg/webp/avif (image shards for "
                         "pixel-domain references; not resumable)")
-    s.add_argument("--workers", type=int, default=0, help="encoding processes (0 = in process)")
+    s.add_argument("--workers", type=int, default=0,
+                   help="encoding processes (0 = in process); with --ray, the actors (0 = one per CPU)")
+    s.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run as a Ray Data job: a local Ray instance, or the cluster at ADDRESS "
+                        "('auto' inside a cluster); shards split by --maxcount only")
+    s.add_argument("--gpus-per-actor", type=float, default=0.0, help="with --ray: encode on GPUs")
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most")
     s.add_argument("--maxsize-mb", type=float, default=256, help="shard size at most (MiB)")

@@ -61,7 +61,8 @@ class Manifest:
     source: dict[str, Any]
 
 
-def _read_progress(out: Path) -> list[ShardRecord]:
+def journaled_shards(out: Path) -> list[ShardRecord]:
+    """Finished shards recorded in ``progress.jsonl`` whose files exist, in journal order."""
     path = out / PROGRESS
     if not path.exists():
         return []
@@ -72,12 +73,52 @@ def _read_progress(out: Path) -> list[ShardRecord]:
                 records.append(ShardRecord(**json.loads(line)))
             except (json.JSONDecodeError, TypeError):
                 break  # a torn last line: the shard it names is not counted
-    kept = []
-    for r in records:  # keep the journaled prefix whose shard files still exist
-        if not (out / r.shard).exists() or (kept and r.start != kept[-1].end):
+    return [r for r in records if (out / r.shard).exists()]
+
+
+def _read_progress(out: Path) -> list[ShardRecord]:
+    kept: list[ShardRecord] = []
+    for r in journaled_shards(out):  # the contiguous prefix of the source
+        if r.start != (kept[-1].end if kept else 0):
             break
         kept.append(r)
     return kept
+
+
+def journal_shard(out: Path, rec: ShardRecord) -> None:
+    """Append a finished shard to ``progress.jsonl`` (after its file was renamed into place)."""
+    with open(out / PROGRESS, "a") as f:
+        f.write(json.dumps(asdict(rec)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_manifest(out: Path, codec: mlcodec.Codec, fingerprint: str, quality: float,
+                   records: list[ShardRecord], source: Source) -> Manifest:
+    """Check that the shards hold every sample of ``source`` once and write ``manifest.json``."""
+    records = sorted(records, key=lambda r: r.start)
+    covered = sum(r.end - r.start for r in records)
+    contiguous = all(a.end == b.start for a, b in zip(records, records[1:]))
+    if covered != len(source) or not contiguous or (records and records[0].start != 0):
+        raise RuntimeError(f"{out}: the shards hold {covered} samples (contiguous: {contiguous}), "
+                           f"the source {len(source)}; rerun the job to finish it")
+    manifest = Manifest(
+        codec=codec.name, codec_id=codec.config.codec_id, fingerprint=fingerprint,
+        quality=float(quality), samples=covered, shards=[r.shard for r in records],
+        bitstream_bytes=sum(r.bytes for r in records),
+        shard_bytes=sum((out / r.shard).stat().st_size for r in records),
+        mean_bpp=8 * sum(r.bytes for r in records) / max(sum(r.pixels for r in records), 1),
+        class_names=source.class_names, source=source.describe(),
+    )
+    (out / MANIFEST).write_text(json.dumps(asdict(manifest), indent=1))
+    return manifest
+
+
+def learned_codec(codec: str) -> mlcodec.Codec:
+    if mlcodec.codec_config(codec).kind != "learned":
+        raise ValueError(f"shards hold latent bitstreams: {codec!r} is a pixel codec; "
+                         f"choose one of {mlcodec.list_codecs(kind='learned')}")
+    return mlcodec.create_codec(codec)
 
 
 def _check_job(out: Path, job: dict[str, Any]) -> None:
@@ -109,6 +150,24 @@ def _encode_batch(codec: mlcodec.Codec, source: Source, indexes: list[int], qual
     return [(s, d) for s, d in zip(samples, datas)]
 
 
+def write_shard_range(codec: mlcodec.Codec, source: Source, start: int, end: int, path: Path,
+                      quality: float, batch_size: int = 16) -> ShardRecord:
+    """Encode samples ``start:end`` into the shard ``path`` (written as ``.tmp``, then renamed)."""
+    import webdataset as wds
+
+    tmp = path.with_name(path.name + ".tmp")
+    nbytes = pixels = 0
+    with wds.TarWriter(str(tmp)) as tar:
+        for i in range(start, end, batch_size):
+            for s, data in _encode_batch(codec, source, list(range(i, min(i + batch_size, end))), quality):
+                tar.write(encode_sample(s.key, data, s.target))
+                h, w = read_header(data).original_size
+                nbytes += len(data)
+                pixels += h * w
+    os.replace(tmp, path)
+    return ShardRecord(path.name, start, end, nbytes, pixels)
+
+
 def write_shards(
     source: Source,
     out_dir: str | Path,
@@ -128,10 +187,7 @@ def write_shards(
     import webdataset as wds
 
     out = Path(out_dir)
-    if mlcodec.codec_config(codec).kind != "learned":
-        raise ValueError(f"shards hold latent bitstreams: {codec!r} is a pixel codec; "
-                         f"choose one of {mlcodec.list_codecs(kind='learned')}")
-    c = mlcodec.create_codec(codec)
+    c = learned_codec(codec)
     fingerprint = c.fingerprint(quality).hex()  # type: ignore[attr-defined]
     job = {"codec": codec, "fingerprint": fingerprint, "quality": float(quality),
            "maxcount": maxcount, "maxsize": maxsize, "source": source.describe()}
@@ -151,10 +207,7 @@ def write_shards(
         final = tmp.with_suffix("")  # drop ".tmp"
         os.replace(tmp, final)
         rec = ShardRecord(final.name, state["start"], state["index"], state["bytes"], state["pixels"])
-        with open(out / PROGRESS, "a") as f:
-            f.write(json.dumps(asdict(rec)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        journal_shard(out, rec)
         records.append(rec)
         state.update(start=state["index"], bytes=0, pixels=0)
 
@@ -177,18 +230,7 @@ def write_shards(
         writer.close()
     finally:
         bar.close()
-    manifest = Manifest(
-        codec=codec, codec_id=c.config.codec_id, fingerprint=fingerprint, quality=float(quality),
-        samples=sum(r.end - r.start for r in records), shards=[r.shard for r in records],
-        bitstream_bytes=sum(r.bytes for r in records),
-        shard_bytes=sum((out / r.shard).stat().st_size for r in records),
-        mean_bpp=8 * sum(r.bytes for r in records) / max(sum(r.pixels for r in records), 1),
-        class_names=source.class_names, source=source.describe(),
-    )
-    if manifest.samples != len(source):
-        raise RuntimeError(f"shards hold {manifest.samples} samples, the source {len(source)}")
-    (out / MANIFEST).write_text(json.dumps(asdict(manifest), indent=1))
-    return manifest
+    return write_manifest(out, c, fingerprint, quality, records, source)
 
 
 # Per-process state of pool workers (set once by the pool initializer).
