@@ -188,7 +188,7 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
     cfg = TrainConfig(out=args.output, data=tuple(args.data), use_skimage=not args.no_skimage,
                       steps=args.steps, batch_size=args.batch_size, patch=args.patch, lr=args.lr,
                       bf16=args.bf16, seed=args.seed, threads=args.threads, device=args.device,
-                      init=args.init or "", minutes=args.minutes,
+                      init=args.init or "", minutes=args.minutes, distill_hyper=args.distill_hyper,
                       **({"lambdas": tuple(args.lambdas)} if args.lambdas else {}))
     path = train(cfg)
     print(f"weights written to {path}")
@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lambdas", type=float, nargs="+",
                    help="rate-distortion weights of the quality levels, low to high")
     t.add_argument("--minutes", type=float, default=0.0, help="stop after this much training time")
+    t.add_argument("--distill-hyper", action="store_true",
+                   help="with --init: distill the hyper-synthesis into a 1x1 last layer (faster "
+                        "latent decoding); --steps/--lr/--batch-size then apply to the distillation")
     t.set_defaults(func=cmd_train_codec)
 
     for ep in entry_points(group="mlcodec.commands"):  # plugins, e.g. `shard` from integrations

@@ -7,6 +7,11 @@ fifth; CompressAI's auxiliary loss for the entropy bottleneck's quantiles. On a 
 run under bfloat16 autocast (``--bf16``). Checkpoints are written every ``--save-every`` steps and
 a rerun with the same ``--out`` resumes from the last one.
 
+``--distill-hyper`` (with ``--init``) makes a model whose last hyper-synthesis layer is 1x1 instead
+of 3x3, its hyper-synthesis retrained to reproduce the teacher's scales and means on cached latents
+of the photos (:func:`distill_hyper_synthesis`): the transforms, hyper-analysis and gains are kept,
+only the hyperprior's cost at decode time falls.
+
 ``--init WEIGHTS`` fine-tunes from exported weights; when the new ``lambdas`` differ from the ones
 the weights were trained with, each level's gains are re-interpolated in log-lambda space so the
 new levels start where the old model already was. ``--minutes`` bounds training by wall-clock time
@@ -15,6 +20,7 @@ new levels start where the old model already was. ``--minutes`` bounds training 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -55,6 +61,7 @@ class TrainConfig:
     device: str = "cpu"
     init: str = ""
     minutes: float = 0.0
+    distill_hyper: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -107,6 +114,86 @@ def rd_loss(model: GainedMeanScaleHyperprior, x: torch.Tensor, q: torch.Tensor,
     return loss, bpp.mean(), mse.mean()
 
 
+def _cached_latents(model: GainedMeanScaleHyperprior, photos, sides=(768, 448), min_size: int = 16):
+    """``g_a`` of each photo at a few sizes (long side), cropped to the model's stride."""
+    latents = []
+    with torch.no_grad():
+        for p in photos:
+            for side in sides:
+                im = p.image.convert("RGB")
+                scale = min(1.0, side / max(im.size))
+                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
+                x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+                x = x.view(im.height, im.width, 3).permute(2, 0, 1).float().div(255)[None]
+                h, w = x.shape[-2] // model.stride * model.stride, x.shape[-1] // model.stride * model.stride
+                if min(h, w) // 16 >= min_size:
+                    latents.append(model.g_a(x[..., :h, :w].to(next(model.parameters()).device))[0])
+    return latents
+
+
+def _teacher_hyper_input(model: GainedMeanScaleHyperprior, y: torch.Tensor, q: torch.Tensor):
+    """The dequantized, un-gained hyper-latent ``h_s`` sees, exactly as when coding."""
+    gain, _, hgain, inv_hgain = model.gains(q)
+    z = model.h_a(y * gain) * hgain
+    med = model.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
+    return (torch.round(z - med) + med) * inv_hgain
+
+
+def distill_hyper_synthesis(teacher: GainedMeanScaleHyperprior, cfg: TrainConfig,
+                            crop: int = 16) -> GainedMeanScaleHyperprior:
+    """A copy of ``teacher`` whose last ``h_s`` layer is 1x1; its ``h_s`` is trained to match the
+    teacher's (scales, means), everything else is kept.
+
+    The loss compares log-scales (floored at the smallest scale the coder uses) and means in units
+    of the teacher's scale, over random ``crop`` x ``crop`` windows of cached latents and random
+    qualities; ``cfg.steps`` Adam steps at ``cfg.lr``, 10x lower for the last fifth.
+    """
+    student = copy.deepcopy(teacher)
+    last_t = teacher.h_s[4]
+    last_s = student.h_s[4] = torch.nn.Conv2d(last_t.in_channels, last_t.out_channels, 1)
+    student.hyper_kernel = 1
+    with torch.no_grad():  # start from the 3x3 kernel's response to a constant input
+        last_s.weight.copy_(last_t.weight.sum((2, 3), keepdim=True))
+        last_s.bias.copy_(last_t.bias)
+    device = next(teacher.parameters()).device
+    student.to(device)
+    teacher.eval()
+    latents = _cached_latents(teacher, training_photos(cfg.data, cfg.use_skimage))
+    if not latents:
+        raise ValueError("no training photo is large enough to distill on")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    params = list(student.h_s.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    floor = float(teacher.gaussian_conditional.scale_table[0])
+    for step in tqdm(range(cfg.steps), desc="distill h_s", unit="step"):
+        if step == int(0.8 * cfg.steps):
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * 0.1
+        windows = []
+        for _ in range(cfg.batch_size):
+            y = latents[int(torch.randint(len(latents), (1,), generator=gen))]
+            i = int(torch.randint(y.shape[1] - crop + 1, (1,), generator=gen))
+            j = int(torch.randint(y.shape[2] - crop + 1, (1,), generator=gen))
+            w = y[:, i:i + crop, j:j + crop]
+            windows.append(w.flip(2) if torch.rand(1, generator=gen) < 0.5 else w)
+        y = torch.stack(windows)
+        q = torch.rand(y.shape[0], generator=gen).to(device)
+        with torch.no_grad():
+            zin = _teacher_hyper_input(teacher, y, q)
+            s_t, m_t = teacher.h_s(zin).chunk(2, 1)
+            s_t = s_t.clamp_min(floor)
+        s_s, m_s = student.h_s(zin).chunk(2, 1)
+        loss = (s_s.clamp_min(floor).log() - s_t.log()).pow(2).mean() \
+            + 0.1 * ((m_s - m_t) / s_t).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+        opt.step()
+        if step % 250 == 0:
+            log.info("distill step %d loss %.5f", step, loss.item())
+    return student
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the path of the exported safetensors weights."""
     if cfg.threads:
@@ -114,10 +201,22 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = GainedMeanScaleHyperprior(cfg.N, cfg.M, num_levels=len(cfg.lambdas)).to(cfg.device)
-    model.init_gains(list(cfg.lambdas))
     if cfg.init:
+        from mlcodec.weights import read_metadata
+
+        arch = read_metadata(cfg.init).get("architecture", {})
+        model = GainedMeanScaleHyperprior(cfg.N, cfg.M, num_levels=len(cfg.lambdas),
+                                          hyper_kernel=arch.get("hyper_kernel", 3)).to(cfg.device)
         _init_from(model, cfg.init, cfg.lambdas)
+    else:
+        model = GainedMeanScaleHyperprior(cfg.N, cfg.M, num_levels=len(cfg.lambdas)).to(cfg.device)
+        model.init_gains(list(cfg.lambdas))
+    if cfg.distill_hyper:
+        if not cfg.init:
+            raise ValueError("--distill-hyper needs --init WEIGHTS (the teacher)")
+        model.update(force=True)  # the teacher's entropy-bottleneck medians
+        student = distill_hyper_synthesis(model, cfg)
+        return export(student, cfg, out / "weights.safetensors")
     if cfg.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -185,5 +284,6 @@ def export(model: GainedMeanScaleHyperprior, cfg: TrainConfig, path: Path) -> Pa
     save_weights(model, path, {"config": {k: v for k, v in asdict(cfg).items()
                                           if k not in ("device", "threads", "extra")},
                                "architecture": {"N": model.N, "M": model.M,
-                                                "num_levels": model.num_levels}})
+                                                "num_levels": model.num_levels,
+                                                "hyper_kernel": model.hyper_kernel}})
     return path

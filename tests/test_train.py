@@ -29,7 +29,7 @@ def test_train_resume_export_and_load(tmp_path):
     path = train(TrainConfig(**{**cfg, "steps": 6}))  # resumes at step 4
     assert int(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"]) == 6
     meta = read_metadata(path)
-    assert meta["architecture"] == {"N": 16, "M": 16, "num_levels": 7}
+    assert meta["architecture"] == {"N": 16, "M": 16, "num_levels": 7, "hyper_kernel": 3}
     model = GainedMeanScaleHyperprior(**meta["architecture"])
     load_weights(model, path)
     codec = GainedHyperpriorCodec(codec_config("mlcodec-hyperprior"), model)
@@ -79,3 +79,43 @@ def test_fine_tune_from_weights_with_new_lambdas(tmp_path):
     second = train(TrainConfig(out=str(tmp_path / "b"), init=str(first), lambdas=lambdas, **base))
     meta = read_metadata(second)
     assert tuple(meta["config"]["lambdas"]) == lambdas and meta["config"]["init"] == str(first)
+
+
+def test_distill_hyper_synthesis_into_1x1(tmp_path):
+    """--distill-hyper: same transforms and gains, a 1x1 last h_s layer closer to the teacher."""
+    from mlcodec.train import _teacher_hyper_input
+
+    rng = np.random.default_rng(1)
+    data = tmp_path / "photos"
+    data.mkdir()
+    Image.fromarray(rng.integers(0, 256, (320, 320, 3), dtype=np.uint8)).save(data / "a.png")
+    base = dict(data=(str(data),), use_skimage=False, N=16, M=16, batch_size=2, patch=64)
+    teacher_path = train(TrainConfig(out=str(tmp_path / "t"), steps=3, **base))
+    student_path = train(TrainConfig(out=str(tmp_path / "s"), steps=60, lr=1e-3, init=str(teacher_path),
+                                     distill_hyper=True, **{**base, "batch_size": 4}))
+    assert read_metadata(student_path)["architecture"]["hyper_kernel"] == 1
+    teacher, student = (GainedMeanScaleHyperprior(**read_metadata(p)["architecture"])
+                        for p in (teacher_path, student_path))
+    load_weights(teacher, teacher_path)
+    load_weights(student, student_path)
+    assert student.h_s[4].weight.shape == (32, 24, 1, 1)
+    for name in ("g_a.0.weight", "g_s.6.weight", "h_a.0.weight", "log_gain", "log_inv_hyper_gain"):
+        assert torch.equal(student.state_dict()[name], teacher.state_dict()[name])
+    assert not torch.equal(student.h_s[2].weight, teacher.h_s[2].weight)  # h_s is retrained
+
+    # The distilled h_s is closer to the teacher than where it started (the summed 3x3 kernel).
+    start = torch.nn.Conv2d(24, 32, 1)
+    with torch.no_grad():
+        start.weight.copy_(teacher.h_s[4].weight.sum((2, 3), keepdim=True))
+        start.bias.copy_(teacher.h_s[4].bias)
+    torch.manual_seed(0)
+    y = teacher.g_a(torch.rand(4, 3, 256, 256))
+    with torch.no_grad():
+        zin = _teacher_hyper_input(teacher, y, torch.rand(4))
+        target = teacher.h_s(zin)
+        err_start = (start(teacher.h_s[:4](zin)) - target).pow(2).mean()
+        err_end = (student.h_s(zin) - target).pow(2).mean()
+    assert err_end < 0.8 * err_start
+    codec = GainedHyperpriorCodec(codec_config("mlcodec-hyperprior"), student)
+    img = Image.fromarray(rng.integers(0, 256, (40, 70, 3), dtype=np.uint8))
+    assert codec.decompress(codec.compress(img, 0.5)).size == (70, 40)

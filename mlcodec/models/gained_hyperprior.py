@@ -45,13 +45,16 @@ class GainedMeanScaleHyperprior(nn.Module):
         N: channels of the transforms and of the hyper-latent ``z``.
         M: channels of the latent ``y`` (the latent the task heads read), at stride 16.
         num_levels: trained quality levels; any quality in [0, 1] interpolates between them.
+        hyper_kernel: kernel size of the last hyper-synthesis layer, which runs at the latent's
+            full resolution and dominates what a latent loader pays besides entropy decoding:
+            3 (Minnen et al.) or 1 (about a tenth of its cost; see ``train.distill_hyper_synthesis``).
     """
 
     stride = 64  # total downsampling of the hyper-latent: inputs are padded to a multiple of it
 
-    def __init__(self, N: int = 96, M: int = 96, num_levels: int = 7) -> None:
+    def __init__(self, N: int = 96, M: int = 96, num_levels: int = 7, hyper_kernel: int = 3) -> None:
         super().__init__()
-        self.N, self.M, self.num_levels = N, M, num_levels
+        self.N, self.M, self.num_levels, self.hyper_kernel = N, M, num_levels, hyper_kernel
         self.g_a = nn.Sequential(
             conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M)
         )
@@ -66,7 +69,7 @@ class GainedMeanScaleHyperprior(nn.Module):
         self.h_s = nn.Sequential(
             deconv(N, M), nn.LeakyReLU(inplace=True),
             deconv(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
-            conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
+            conv(M * 3 // 2, M * 2, stride=1, kernel_size=hyper_kernel),
         )
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional(list(SCALE_TABLE))
