@@ -117,6 +117,7 @@ def evaluate_codecs(
             log.warning("skipping %s: %s", name, skipped[name])
             continue
         rate = float(np.mean([bpp(len(d), im) for d, im in zip(datas, images)]))
+        latents: list[torch.Tensor] | None = None
         if head is not None and head_meta is not None and name == head_meta.get("codec"):
             fp = codec.fingerprint(q).hex()  # type: ignore[attr-defined]
             if head_meta.get("fingerprint") not in (None, fp):
@@ -128,7 +129,11 @@ def evaluate_codecs(
                          "model": head_meta["head"],
                          **score(lambda ys, sz: predict(head, task, pad_stack(ys), sz), latents)})
         if ref is not None:
-            decoded = [im for r in batches for im in codec.decompress_batch([datas[i] for i in r])]
+            if latents is not None:  # entropy-decoded already: run the synthesis only
+                decoded = [im for r in batches for im in codec.synthesize(  # type: ignore[attr-defined]
+                    [latents[i] for i in r], [datas[i] for i in r])]
+            else:
+                decoded = [im for r in batches for im in codec.decompress_batch([datas[i] for i in r])]
             rows.append({"codec": name, "quality": q, "bpp": rate, "domain": "pixel", "model": ref.name,
                          **score(lambda ims, sz: ref.predict(task, ims, sz), decoded)})
     return {"task": task, "metric": PRIMARY[task], "rows": rows, "skipped": skipped,

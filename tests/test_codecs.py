@@ -178,3 +178,16 @@ def test_scale_indexes_equal_compressai_build_indexes():
     ])
     expected = model.gaussian_conditional.build_indexes(scales)
     assert torch.equal(tables.scale_indexes(scales), expected.to(torch.int32))
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_synthesize_from_decoded_latents_equals_decompress(codecs, name, noise_image, photo):
+    codec = codecs[name]
+    datas = codec.compress_batch([photo, noise_image, photo.rotate(90, expand=True)], quality=0.4)
+    latents = codec.decode_latents(datas)
+    for a, b in zip(codec.synthesize(latents, datas), codec.decompress_batch(datas)):
+        assert a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="2 latents for 3 bitstreams"):
+        codec.synthesize(latents[:2], datas)
+    with pytest.raises(ValueError, match="latent 0 has shape"):
+        codec.synthesize([latents[1], latents[1], latents[2]], datas)

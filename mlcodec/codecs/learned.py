@@ -108,9 +108,7 @@ class LatentCodec(Codec):
             groups[(bs.header.latent_shape, bs.header.quality, bs.header.version)].append(i)
         return groups
 
-    @torch.inference_mode()
-    def decode_latents(self, data: Sequence[bytes]) -> list[torch.Tensor]:
-        streams = self._parse(data)
+    def _decode_all(self, streams: list[Bitstream]) -> list[torch.Tensor]:
         out: list[torch.Tensor] = [torch.empty(0)] * len(streams)
         for _, idx in self._grouped(streams).items():
             y_hat = self._decode([streams[i] for i in idx])
@@ -118,14 +116,34 @@ class LatentCodec(Codec):
                 out[i] = y_hat[j]
         return out
 
-    @torch.inference_mode()
-    def decompress_batch(self, data: Sequence[bytes]) -> list[Image.Image]:
-        streams = self._parse(data)
+    def _images(self, streams: list[Bitstream], latents: Sequence[torch.Tensor]) -> list[Image.Image]:
         out: list[Image.Image | None] = [None] * len(streams)
         for (_, q, _), idx in self._grouped(streams).items():
-            x_hat = self._synthesize(self._decode([streams[i] for i in idx]), q)
+            x_hat = self._synthesize(torch.stack([latents[i] for i in idx]).to(self.device), q)
             for j, i in enumerate(idx):
                 h = streams[i].header
                 oh, ow = h.original_size
                 out[i] = to_pil(x_hat[j, :, :oh, :ow], h.source_mode)
         return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def decode_latents(self, data: Sequence[bytes]) -> list[torch.Tensor]:
+        return self._decode_all(self._parse(data))
+
+    @torch.inference_mode()
+    def decompress_batch(self, data: Sequence[bytes]) -> list[Image.Image]:
+        streams = self._parse(data)
+        return self._images(streams, self._decode_all(streams))
+
+    @torch.inference_mode()
+    def synthesize(self, latents: Sequence[torch.Tensor], data: Sequence[bytes]) -> list[Image.Image]:
+        """Images from latents that ``decode_latents(data)`` returned: the synthesis transform only,
+        so a caller that needs both the latents and the images entropy-decodes once."""
+        streams = self._parse(data)
+        if len(latents) != len(streams):
+            raise ValueError(f"{len(latents)} latents for {len(streams)} bitstreams")
+        for i, (y, bs) in enumerate(zip(latents, streams)):
+            if tuple(y.shape) != bs.header.latent_shape:
+                raise ValueError(f"latent {i} has shape {tuple(y.shape)}, its bitstream says "
+                                 f"{bs.header.latent_shape}")
+        return self._images(streams, latents)
