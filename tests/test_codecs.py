@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 import mlcodec
-from mlcodec.bitstream import read_header
+from mlcodec.bitstream import read_header, unpack
 from mlcodec.metrics import psnr
 
 ALL = mlcodec.list_codecs()
@@ -156,7 +156,9 @@ def test_format_2_skips_tiny_scale_symbols_and_reads_format_1(photo):
     v1.format_version = 1
     d1, d2 = v1.compress(photo, 0.5), v2.compress(photo, 0.5)
     assert (read_header(d1).version, read_header(d2).version) == (1, 2)
-    assert len(d2) < len(d1)
+    s1, s2 = unpack(d1).strings, unpack(d2).strings
+    assert len(s1) == 1 and len(s2) == 2 and len(s2[1]) == 4  # v2: rANS + symbol checksum
+    assert len(s2[0]) < len(s1[0])
     y1, y2 = v2.decode_latent(d1), v2.decode_latent(d2)  # the v2 codec reads both
     # Every symbol v2 codes is decoded exactly as in v1; the skipped ones are (almost) all zero
     # there too, so the latents agree except at a vanishing fraction of positions.
@@ -228,3 +230,23 @@ def test_hyper_synthesis_is_bitwise_independent_of_the_batch():
                 parts = [torch.cat(model.hyper_synthesis(z[i:i + size], inv_hgain[i:i + size]), 1)
                          for i in range(0, 32, size)]
                 assert torch.equal(torch.cat(parts), full), (hw, size)
+
+
+def test_a_desynchronised_decoder_is_caught_by_the_symbol_checksum(photo, monkeypatch):
+    """If the decoder's scales differ from the encoder's (another machine), one shifted table
+    index garbles the rest of the rANS stream; format 2's checksum turns that into an error."""
+    codec = mlcodec.create_codec("mlcodec-hyperprior")
+    data = codec.compress(photo, 0.5)
+    tables = codec._tables
+    exact = tables.scale_indexes
+
+    def off_by_one(scales):
+        idx = exact(scales).clone()
+        flat = idx.view(-1)
+        j = int(torch.nonzero(flat > 6)[0])
+        flat[j] += 1
+        return idx
+
+    monkeypatch.setattr(tables, "scale_indexes", off_by_one)
+    with pytest.raises(mlcodec.BitstreamError, match="fails its checksum"):
+        codec.decode_latent(data)

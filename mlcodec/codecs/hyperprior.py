@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -9,7 +11,7 @@ import torch
 from torch import nn
 
 from mlcodec import entropy
-from mlcodec.bitstream import Bitstream
+from mlcodec.bitstream import Bitstream, BitstreamError
 from mlcodec.codecs.base import CodecConfig
 from mlcodec.codecs.learned import LatentCodec
 from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
@@ -65,19 +67,31 @@ class _CoderTables:
         return torch.from_numpy(idx)
 
 
+def _symbol_checksum(symbols: np.ndarray) -> bytes:
+    """Adler-32 of the coded latent symbols (int32, little-endian), 4 bytes."""
+    return struct.pack("<I", zlib.adler32(np.ascontiguousarray(symbols, dtype="<i4").tobytes()))
+
+
 def _encode_strings(tables: _CoderTables, z_sym: torch.Tensor, y_sym: torch.Tensor,
                     y_idx: torch.Tensor, version: int) -> list[tuple[bytes, ...]]:
-    """One rANS string per image: ``z``, then the symbols of ``y`` that format ``version`` codes."""
+    """Per image: one rANS string (``z``, then the symbols of ``y`` that format ``version`` codes)
+    and, from version 2, the checksum of those symbols."""
     z_idx = _channel_indexes(z_sym.shape)
     coded = y_idx > SKIP_INDEX[version]
-    return [
-        (entropy.encode([(z_sym[i], z_idx[i], tables.z),
-                         (y_sym[i][coded[i]], y_idx[i][coded[i]], tables.y)]),)
-        for i in range(z_sym.shape[0])
-    ]
+    out = []
+    for i in range(z_sym.shape[0]):
+        y_coded = y_sym[i][coded[i]]
+        rans = entropy.encode([(z_sym[i], z_idx[i], tables.z), (y_coded, y_idx[i][coded[i]], tables.y)])
+        out.append((rans,) if version == 1 else (rans, _symbol_checksum(y_coded.numpy())))
+    return out
 
 
 def _decode_z(tables: _CoderTables, streams: Sequence[Bitstream], z_shape: tuple[int, ...]):
+    for i, bs in enumerate(streams):
+        expected = 1 if bs.header.version == 1 else 2
+        if len(bs.strings) != expected:
+            raise BitstreamError(f"bitstream {i}: format {bs.header.version} has {expected} "
+                                 f"string(s), this one {len(bs.strings)}")
     decoders = [entropy.StreamDecoder(bs.strings[0]) for bs in streams]
     z_idx = _channel_indexes(torch.Size(z_shape))
     z_sym = torch.stack([d.decode(z_idx[0], tables.z) for d in decoders])
@@ -85,13 +99,26 @@ def _decode_z(tables: _CoderTables, streams: Sequence[Bitstream], z_shape: tuple
 
 
 def _decode_y(tables: _CoderTables, decoders: list[entropy.StreamDecoder], y_idx: torch.Tensor,
-              version: int) -> torch.Tensor:
-    """The integer symbols of ``y``; those the stream's format leaves out are zero."""
+              streams: Sequence[Bitstream]) -> torch.Tensor:
+    """The integer symbols of ``y``; those the stream's format leaves out are zero.
+
+    From format 2 the decoded symbols must match the encoder's checksum. They do not when the
+    decoder picked other CDF tables than the encoder, i.e. computed other scales: then the rANS
+    stream desynchronises and yields garbage that the container's CRC cannot see.
+    """
+    version = streams[0].header.version
     idx = y_idx.numpy()
     coded = idx > SKIP_INDEX[version]
     y_sym = np.zeros(idx.shape, dtype=np.int32)
     for i, d in enumerate(decoders):
-        y_sym[i][coded[i]] = d.decode_array(idx[i][coded[i]], tables.y)
+        values = d.decode_array(idx[i][coded[i]], tables.y)
+        if version >= 2 and _symbol_checksum(values) != streams[i].strings[1]:
+            raise BitstreamError(
+                f"bitstream {i}: the decoded latent fails its checksum: this machine computed "
+                f"other entropy-model scales than the encoder did (e.g. encoded on a GPU, decoded "
+                f"on a CPU, or another torch build); decode it where it was encoded"
+            )
+        y_sym[i][coded[i]] = values
     return torch.from_numpy(y_sym)
 
 
@@ -130,7 +157,7 @@ class GainedHyperpriorCodec(LatentCodec):
         _, inv_gain, _, inv_hgain = m.gains(q)
         decoders, z_hat = _decode_z(t, streams, (1, m.N, h // 4, w // 4))
         scales, means = m.hyper_synthesis(z_hat.to(self.device), inv_hgain)
-        y_sym = _decode_y(t, decoders, t.scale_indexes(scales), streams[0].header.version)
+        y_sym = _decode_y(t, decoders, t.scale_indexes(scales), streams)
         return (y_sym.to(self.device).float() + means) * inv_gain
 
     def _synthesize(self, y_hat, quality):
@@ -188,7 +215,7 @@ class Bmshj2018Codec(LatentCodec):
         c, h, w = streams[0].header.latent_shape
         decoders, z_hat = _decode_z(t, streams, (1, m.N, h // 4, w // 4))
         idx = t.scale_indexes(m.h_s(z_hat.to(self.device)))
-        return _decode_y(t, decoders, idx, streams[0].header.version).float().to(self.device)
+        return _decode_y(t, decoders, idx, streams).float().to(self.device)
 
     def _synthesize(self, y_hat, quality):
         return self._model(quality)[0].g_s(y_hat).clamp_(0, 1)
