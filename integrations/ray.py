@@ -31,8 +31,8 @@ from typing import Any
 import mlcodec
 from mlcodec.data.sources import Source
 
-from .webdataset import (SHARD_PATTERN, Manifest, ShardRecord, _check_job, journal_shard,
-                         journaled_shards, learned_codec, write_manifest, write_shard_range)
+from .webdataset import (SHARD_PATTERN, Manifest, ShardRecord, begin_job, journal_shard,
+                         journaled_shards, write_manifest, write_shard_range)
 
 
 class _ShardEncoder:
@@ -86,13 +86,7 @@ def write_shards_ray(
     from tqdm import tqdm
 
     out = Path(out_dir)
-    c = learned_codec(codec)
-    fingerprint = c.fingerprint(quality).hex()  # type: ignore[attr-defined]
-    job = {"codec": codec, "fingerprint": fingerprint, "quality": float(quality), "runner": "ray",
-           "maxcount": maxcount, "source": source.describe()}
-    _check_job(out, job)
-    for stale in out.glob("*.tmp"):
-        stale.unlink()
+    c, fingerprint = begin_job(out, source, codec, quality, runner="ray", maxcount=maxcount)
     n_shards = -(-len(source) // maxcount)
     done = {r.shard: r for r in journaled_shards(out)}
     todo = [k for k in range(n_shards) if SHARD_PATTERN % k not in done]

@@ -114,11 +114,20 @@ def write_manifest(out: Path, codec: mlcodec.Codec, fingerprint: str, quality: f
     return manifest
 
 
-def learned_codec(codec: str) -> mlcodec.Codec:
+def begin_job(out: Path, source: Source, codec: str, quality: float,
+              **settings: Any) -> tuple[mlcodec.Codec, str]:
+    """The learned codec and its fingerprint for a shard job in ``out``: records the job's
+    settings (or refuses a folder made with other ones) and removes half-written ``.tmp`` shards."""
     if mlcodec.codec_config(codec).kind != "learned":
         raise ValueError(f"shards hold latent bitstreams: {codec!r} is a pixel codec; "
                          f"choose one of {mlcodec.list_codecs(kind='learned')}")
-    return mlcodec.create_codec(codec)
+    c = mlcodec.create_codec(codec)
+    fingerprint = c.fingerprint(quality).hex()  # type: ignore[attr-defined]
+    _check_job(out, {"codec": codec, "fingerprint": fingerprint, "quality": float(quality),
+                     **settings, "source": source.describe()})
+    for stale in out.glob("*.tmp"):
+        stale.unlink()
+    return c, fingerprint
 
 
 def _check_job(out: Path, job: dict[str, Any]) -> None:
@@ -187,14 +196,8 @@ def write_shards(
     import webdataset as wds
 
     out = Path(out_dir)
-    c = learned_codec(codec)
-    fingerprint = c.fingerprint(quality).hex()  # type: ignore[attr-defined]
-    job = {"codec": codec, "fingerprint": fingerprint, "quality": float(quality),
-           "maxcount": maxcount, "maxsize": maxsize, "source": source.describe()}
-    _check_job(out, job)
+    c, fingerprint = begin_job(out, source, codec, quality, maxcount=maxcount, maxsize=maxsize)
     done = _read_progress(out)
-    for stale in out.glob("*.tmp"):
-        stale.unlink()
     start = done[-1].end if done else 0
     records = list(done)
     state = {"start": start, "index": start, "bytes": 0, "pixels": 0}

@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from mlcodec.data.photos import RandomCrops, training_photos
+from mlcodec.imageio import to_tensor
 from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
 from mlcodec.weights import save_weights
 
@@ -123,8 +124,7 @@ def _cached_latents(model: GainedMeanScaleHyperprior, photos, sides=(768, 448), 
                 im = p.image.convert("RGB")
                 scale = min(1.0, side / max(im.size))
                 im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
-                x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-                x = x.view(im.height, im.width, 3).permute(2, 0, 1).float().div(255)[None]
+                x = to_tensor(im)[0][None]
                 h, w = x.shape[-2] // model.stride * model.stride, x.shape[-1] // model.stride * model.stride
                 if min(h, w) // 16 >= min_size:
                     latents.append(model.g_a(x[..., :h, :w].to(next(model.parameters()).device))[0])
