@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 import mlcodec
-from mlcodec.bitstream import BitstreamError, read_header
+from mlcodec.bitstream import Bitstream, BitstreamError, unpack
 from mlcodec.data.shard_fields import decode_label, decode_target
 
 log = logging.getLogger(__name__)
@@ -43,21 +43,21 @@ class DecodeStage:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_codecs": {}}  # codecs are rebuilt in each worker
 
-    def _codec(self, data: bytes) -> mlcodec.Codec:
-        cid = read_header(data).codec_id
+    def _codec(self, bs: Bitstream) -> mlcodec.Codec:
+        cid = bs.header.codec_id
         if cid not in self._codecs:
-            codec = mlcodec.codec_for(data, device=self.device) if self.codec_name is None \
+            codec = mlcodec.codec_for(bs, device=self.device) if self.codec_name is None \
                 else mlcodec.create_codec(self.codec_name, device=self.device)
             self._codecs[cid] = codec
         return self._codecs[cid]
 
-    def _decode(self, datas: list[bytes]) -> list[torch.Tensor]:
-        codec = self._codec(datas[0])
+    def _decode(self, streams: list[Bitstream]) -> list[torch.Tensor]:
+        codec = self._codec(streams[0])
         if self.output == "latent":
-            return codec.decode_latents(datas)
+            return codec.decode_latents(streams)
         from torchvision.transforms.functional import pil_to_tensor
 
-        return [pil_to_tensor(im) for im in codec.decompress_batch(datas)]
+        return [pil_to_tensor(im) for im in codec.decompress_batch(streams)]
 
     def _fail(self, sample: dict[str, Any], err: Exception) -> None:
         where = f"shard {sample.get('__url__', '?')} key {sample.get('__key__', '?')}"
@@ -66,28 +66,32 @@ class DecodeStage:
         self.skipped += 1
         warnings.warn(f"skipping {where}: {err} ({self.skipped} skipped so far)", stacklevel=2)
 
-    def _emit(self, sample: dict[str, Any], value: torch.Tensor) -> dict[str, Any]:
+    def _emit(self, sample: dict[str, Any], bs: Bitstream, value: torch.Tensor) -> dict[str, Any]:
         out = {"__key__": sample["__key__"], self.output: value, "target": decode_target(sample),
-               "size": tuple(read_header(sample["mlc"]).original_size)}
+               "size": tuple(bs.header.original_size)}
         label = decode_label(sample)
         if label is not None:
             out["cls"] = label
         return out
 
     def _flush(self, pending: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Decode ``pending`` together; if any sample fails, find the culprit(s) one by one.
+        Each bitstream is unpacked (and its CRC checked) once, here."""
         try:
-            values = self._decode([s["mlc"] for s in pending])
+            streams = [unpack(s["mlc"]) for s in pending]
+            values = self._decode(streams)
         except (BitstreamError, KeyError, ValueError):
-            values = None  # find the culprit(s) one by one
+            values = None
         if values is not None:
-            for s, v in zip(pending, values):
-                yield self._emit(s, v)
+            for s, bs, v in zip(pending, streams, values):
+                yield self._emit(s, bs, v)
             return
         for s in pending:
             try:
                 if "mlc" not in s:
                     raise KeyError("sample has no .mlc bitstream")
-                yield self._emit(s, self._decode([s["mlc"]])[0])
+                bs = unpack(s["mlc"])
+                yield self._emit(s, bs, self._decode([bs])[0])
             except (BitstreamError, KeyError, ValueError) as e:
                 self._fail(s, e)
 

@@ -6,7 +6,7 @@ import fnmatch
 from importlib import resources
 from pathlib import Path
 
-from mlcodec.bitstream import BitstreamError, read_header
+from mlcodec.bitstream import Bitstream, BitstreamError, read_header
 from mlcodec.codecs.base import Codec, CodecConfig
 
 
@@ -88,9 +88,9 @@ def create_codec(name: str = DEFAULT_CODEC, pretrained: bool = True, device: str
     return config.builder(config, pretrained, device)
 
 
-def codec_for(data: bytes, pretrained: bool = True, device: str = "cpu") -> Codec:
-    """The codec that wrote an ``.mlc`` bitstream, from the codec id in its header."""
-    codec_id = read_header(data).codec_id
+def codec_for(data: bytes | Bitstream, pretrained: bool = True, device: str = "cpu") -> Codec:
+    """The codec that wrote an ``.mlc`` bitstream (bytes or parsed), from the codec id in its header."""
+    codec_id = (data.header if isinstance(data, Bitstream) else read_header(data)).codec_id
     for c in _CODECS.values():
         if c.codec_id == codec_id and c.kind == "learned":
             return create_codec(c.name, pretrained, device)

@@ -126,6 +126,20 @@ def test_wrong_weights_and_wrong_codec_are_named(codecs, noise_image):
     assert mlcodec.codec_for(data).name == "mlcodec-hyperprior"
 
 
+def test_unpacked_bitstreams_decode_like_bytes_and_are_still_checked(codecs, noise_image, photo):
+    codec = codecs["mlcodec-hyperprior"]
+    datas = codec.compress_batch([noise_image, photo], 0.5)
+    streams = [unpack(d) for d in datas]
+    for a, b in zip(codec.decode_latents(streams), codec.decode_latents(datas)):
+        assert torch.equal(a, b)
+    assert mlcodec.codec_for(streams[0]).name == "mlcodec-hyperprior"
+    other = mlcodec.create_codec("mlcodec-hyperprior", pretrained=False)
+    with pytest.raises(mlcodec.BitstreamError, match="was written with weights"):
+        other.decode_latents(streams)
+    with pytest.raises(mlcodec.BitstreamError, match="codec id 1, not bmshj2018-hyperprior"):
+        codecs["bmshj2018-hyperprior"].decode_latents(streams)
+
+
 def test_corrupted_bytes_raise(codecs, noise_image):
     codec = codecs["mlcodec-hyperprior"]
     data = bytearray(codec.compress(noise_image, 0.5))

@@ -80,11 +80,12 @@ class LatentCodec(Codec):
                 out[i] = bsf.pack(Bitstream(header, s))
         return out
 
-    def _parse(self, data: Sequence[bytes]) -> list[Bitstream]:
+    def _parse(self, data: Sequence[bytes | Bitstream]) -> list[Bitstream]:
+        """Unpack (or take already unpacked) bitstreams and check they are this codec's."""
         streams = []
         for i, d in enumerate(data):
             try:
-                bs = bsf.unpack(d)
+                bs = d if isinstance(d, Bitstream) else bsf.unpack(d)
             except BitstreamError as e:
                 raise BitstreamError(f"bitstream {i}: {e}") from None
             h = bs.header
@@ -127,7 +128,9 @@ class LatentCodec(Codec):
         return out  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def decode_latents(self, data: Sequence[bytes]) -> list[torch.Tensor]:
+    def decode_latents(self, data: Sequence[bytes | Bitstream]) -> list[torch.Tensor]:
+        """Dequantized latents ``C x h x w``, from bytes or from :func:`mlcodec.bitstream.unpack`'s
+        result (a caller that reads headers too unpacks, and so checks the CRC, once)."""
         return self._decode_all(self._parse(data))
 
     @torch.inference_mode()
