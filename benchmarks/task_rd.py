@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=12, help="latent heads")
     ap.add_argument("--pixel-epochs", type=int, default=10, help="pixel references")
+    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, both sides")
     ap.add_argument("--tasks", default="cls,seg,det")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers")
@@ -95,7 +96,7 @@ def main() -> None:
     for task in args.tasks.split(","):
         heads = work / "heads" / task
         lat = train_head(task, latent_train, [work / "shards/val-q0.5"], heads, epochs=args.epochs,
-                         workers=args.workers, progress=False)
+                         lr=args.lr, workers=args.workers, progress=False)
         cost = {"latent": {"epochs": len(lat.history),
                            "seconds_per_epoch": lat.history[-1].elapsed_seconds / len(lat.history),
                            "best": lat.best(task)}}
@@ -108,7 +109,7 @@ def main() -> None:
                                                    "validation inside the timing)"}
         else:
             pix = train_head(task, [work / "shards/jpeg-train"], [work / "shards/jpeg-val"], heads,
-                             epochs=args.pixel_epochs, workers=args.workers, progress=False)
+                             epochs=args.pixel_epochs, lr=args.lr, workers=args.workers, progress=False)
             reference = pix.checkpoint
             target = min(lat.best(task), pix.best(task))
             cost["pixel"] = {"epochs": len(pix.history),

@@ -34,7 +34,7 @@ _HEADS: dict[str, HeadConfig] = {c.name: c for c in (
                lambda spec, cin: LatentClassifier(cin, spec.num_outputs)),
     HeadConfig("latent-det", "det", "latent", "timm ResNet-10t trunk + FPN, FCOS-style at stride 8",
                lambda spec, cin: LatentDetector(cin, spec.num_outputs)),
-    HeadConfig("latent-seg", "seg", "latent", "timm ResNet-10t trunk + FPN, learned upsampling to stride 4",
+    HeadConfig("latent-seg", "seg", "latent", "timm ResNet-10t trunk + FPN, logits at stride 8",
                lambda spec, cin: LatentSegmenter(cin, spec.num_outputs)),
     HeadConfig("pixel-cls", "cls", "pixel", "timm ResNet-10t stages 1-3 on RGB, avg-pool + linear",
                lambda spec, cin: PixelClassifier(spec.num_outputs)),

@@ -83,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("-o", "--output", required=True, help="folder for the checkpoint and history")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=float, default=2e-3, help="peak of the one-cycle schedule")
     t.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train_head)

@@ -121,14 +121,20 @@ class _DenseBase(nn.Module):
 
 
 class LatentSegmenter(_DenseBase):
-    """Semantic segmentation from the latent: FPN over stages at stride 8/16/32, learned
-    upsampling to stride 4, bilinear to full resolution."""
+    """Semantic segmentation from the latent: FPN over stages at stride 8/16/32, logits at
+    ``out_stride`` (8), bilinear to full resolution.
+
+    The latent holds stride-16 detail: a further learned 2x upsampling to stride 4 (the pixel
+    reference's output stride) cost 1.45x the training time per epoch for no gain (val mIoU
+    0.389 vs 0.394 at stride 8, 16 epochs on the synthetic benchmark).
+    """
 
     input = "latent"
 
-    def __init__(self, in_channels: int, num_classes: int, arch: str = "resnet10t", width: int = 64):
+    def __init__(self, in_channels: int, num_classes: int, arch: str = "resnet10t", width: int = 64,
+                 out_stride: int = TRUNK_STRIDE):
         s = TRUNK_STRIDE
-        super().__init__(latent_trunk(in_channels, arch), [s, 2 * s, 4 * s], width, out_stride=4)
+        super().__init__(latent_trunk(in_channels, arch), [s, 2 * s, 4 * s], width, out_stride)
         self.classifier = nn.Conv2d(width, num_classes, 1)
 
     def forward(self, y: Tensor) -> Tensor:
