@@ -134,9 +134,8 @@ def _cached_latents(model: GainedMeanScaleHyperprior, photos, sides=(768, 448), 
 def _teacher_hyper_input(model: GainedMeanScaleHyperprior, y: torch.Tensor, q: torch.Tensor):
     """The dequantized, un-gained hyper-latent ``h_s`` sees, exactly as when coding."""
     gain, _, hgain, inv_hgain = model.gains(q)
-    z = model.h_a(y * gain) * hgain
-    med = model.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
-    return (torch.round(z - med) + med) * inv_hgain
+    med = model.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+    return (model.hyper_symbols(y * gain, hgain) + med) * inv_hgain
 
 
 def distill_hyper_synthesis(teacher: GainedMeanScaleHyperprior, cfg: TrainConfig,

@@ -142,8 +142,7 @@ class GainedHyperpriorCodec(LatentCodec):
         m, t = self.model, self._tables
         gain, _, hgain, inv_hgain = m.gains(self._q(quality, x.shape[0]))
         y_g = m.g_a(x) * gain
-        z_g = m.h_a(y_g) * hgain
-        z_sym = torch.round(z_g - t.z_medians).int()
+        z_sym = m.hyper_symbols(y_g, hgain).int()
         scales, means = m.hyper_synthesis(z_sym + t.z_medians, inv_hgain)
         y_sym = torch.round(y_g - means).int()
         strings = _encode_strings(t, z_sym.cpu(), y_sym.cpu(), t.scale_indexes(scales),

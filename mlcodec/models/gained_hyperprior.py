@@ -105,6 +105,13 @@ class GainedMeanScaleHyperprior(nn.Module):
             self._gains(quality, self.log_inv_hyper_gain),
         )
 
+    def hyper_symbols(self, y_g: Tensor, hgain: Tensor) -> Tensor:
+        """The coded hyper-latent of the gained latent ``y_g``: ``h_a``, the hyper gain, then
+        rounding around the entropy bottleneck's medians (integer-valued floats). The quantized
+        hyper-latent ``hyper_synthesis`` takes is these symbols plus the medians."""
+        medians = self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+        return torch.round(self.h_a(y_g) * hgain - medians)
+
     def hyper_synthesis(self, z_hat_g: Tensor, inv_hgain: Tensor) -> tuple[Tensor, Tensor]:
         """Scales and means of the gained latent from the (gained, quantized) hyper-latent.
 
