@@ -1,0 +1,135 @@
+"""Where a latent decode's time goes, stage by stage, against the budget of the loader goal.
+
+The loader goal of the shards issue is ``output="latent"`` at 2x the images/s of JPEG q90 decode +
+ToTensor. This script measures, per 256x256 image on one thread, JPEG decode + ToTensor and each
+stage of ``mlcodec-hyperprior``'s latent decode in batches (as the loader runs it): unpacking,
+``z`` decoding, the hyper-synthesis (with its multiply-accumulate count), scale indexes, and
+``y`` decoding (rANS and the list/array conversions around CompressAI's coder). The budget line
+is half of JPEG's time; the webdataset pipeline's own cost comes on top of every row.
+
+    python benchmarks/latent_decode_profile.py [--n 256] [--quality 0.5] [--batch 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+
+import mlcodec
+from mlcodec.bitstream import unpack
+from mlcodec.codecs.hyperprior import _decode_y, _decode_z
+
+from loader_throughput import crops  # same crops as the loader benchmark
+
+
+def per_image_ms(fn: Callable[[], object], images: int, repeat: int = 5) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best / images * 1e3
+
+
+def conv_macs(module: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of the (transposed) convolutions in ``module`` for input ``x``."""
+    total = 0
+
+    def hook(m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        k = m.kernel_size[0] * m.kernel_size[1] // m.groups
+        if isinstance(m, nn.ConvTranspose2d):
+            total += inp[0].numel() * m.out_channels * k  # every input scatters a kernel
+        else:
+            total += out.numel() * m.in_channels * k
+
+    hooks = [m.register_forward_hook(hook) for m in module.modules()
+             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    with torch.no_grad():
+        module(x)
+    for h in hooks:
+        h.remove()
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--quality", type=float, default=0.5)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--photos", default=os.path.expanduser("~/.cache/mlcodec/photos"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    images = crops(args.n, args.size, [args.photos] if Path(args.photos).is_dir() else [])
+    codec = mlcodec.create_codec("mlcodec-hyperprior")
+    m, t = codec.model, codec._tables
+    data = []
+    for i in range(0, args.n, 16):
+        data += codec.compress_batch(images[i:i + 16], args.quality)
+    jpegs = []
+    for im in images:
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=90)
+        jpegs.append(buf.getvalue())
+
+    from torchvision.transforms.functional import to_tensor
+
+    jpeg_ms = per_image_ms(lambda: [to_tensor(Image.open(io.BytesIO(b)).convert("RGB")) for b in jpegs],
+                           args.n)
+    batches = [data[i:i + args.batch] for i in range(0, args.n, args.batch)]
+    streams = [[unpack(d) for d in b] for b in batches]
+    c, h, w = streams[0][0].header.latent_shape
+    q = torch.full((args.batch,), streams[0][0].header.quality)
+    _, inv_gain, _, inv_hgain = m.gains(q)
+    z_shape = (1, m.N, h // 4, w // 4)
+
+    def stage_z():
+        return [_decode_z(t, s, z_shape) for s in streams]
+
+    z_out = stage_z()
+
+    def stage_hs():
+        return [m.hyper_synthesis(z_hat, inv_hgain[: z_hat.shape[0]]) for _, z_hat in z_out]
+
+    with torch.inference_mode():
+        hs_out = stage_hs()
+        idx = [t.scale_indexes(scales) for scales, _ in hs_out]
+
+        def stage_y():  # needs fresh decoders positioned after z: decode z again, untimed part below
+            return [_decode_y(t, _decode_z(t, s, z_shape)[0], i, s) for s, i in zip(streams, idx)]
+
+        rows = [
+            ("unpack + CRC check", per_image_ms(lambda: [[unpack(d) for d in b] for b in batches], args.n)),
+            ("z: rANS decode (factorized)", per_image_ms(stage_z, args.n)),
+            ("hyper-synthesis (scales, means)", per_image_ms(stage_hs, args.n)),
+            ("scale indexes", per_image_ms(lambda: [t.scale_indexes(s) for s, _ in hs_out], args.n)),
+        ]
+        rows.append(("y: rANS decode + conversions", per_image_ms(stage_y, args.n) - rows[1][1]))
+        rows.append(("whole decode_latents", per_image_ms(lambda: [codec.decode_latents(s) for s in streams],
+                                                        args.n)))
+    macs = conv_macs(m.h_s, z_out[0][1][:1]) if hasattr(m, "h_s") else 0
+    coded = sum(int((i > 5).sum()) for i in idx) / args.n
+    print(f"{args.n} crops {args.size}x{args.size}, quality {args.quality}, batch {args.batch}, 1 thread; "
+          f"latent {c}x{h}x{w} = {c * h * w} symbols, {coded:.0f} coded per image; "
+          f"hyper-synthesis {macs / 1e6:.1f}M MAC per image")
+    print(f"{'stage':<34} {'ms/image':>9}")
+    print(f"{'JPEG q90 decode + ToTensor':<34} {jpeg_ms:>9.3f}")
+    print(f"{'budget for 2x JPEG (half of it)':<34} {jpeg_ms / 2:>9.3f}")
+    for name, ms in rows:
+        print(f"{name:<34} {ms:>9.3f}")
+    gflops = 2 * macs / (rows[2][1] * 1e-3) / 1e9
+    print(f"hyper-synthesis runs at {gflops:.0f} GFLOP/s on this core")
+
+
+if __name__ == "__main__":
+    main()
