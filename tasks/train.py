@@ -136,7 +136,11 @@ def load_head(path: str | Path) -> tuple[nn.Module, TaskSpec, dict[str, Any]]:
     s = meta["spec"]
     spec = TaskSpec(s["task"], tuple(s["class_names"]), tuple(s["category_ids"]))
     model = create_head(meta["head"], spec, int(meta["in_channels"]))
-    model.load_state_dict(load_file(str(path)))
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as e:  # a layout change between versions (e.g. latent-seg's stride)
+        raise ValueError(f"{path}: its weights do not fit this version's {meta['head']!r} head "
+                         f"({str(e).splitlines()[0]}); retrain it with `mlcodec train-head`") from e
     return model.eval(), spec, meta
 
 

@@ -11,6 +11,7 @@ from mlcodec.integrations.webdataset import write_image_shards, write_shards
 from mlcodec.tasks import create_head, list_heads
 from mlcodec.tasks.data import TaskSpec, make_loader, task_targets
 from mlcodec.tasks.evaluate import bd_rates, evaluate_codecs, write_report
+from mlcodec.tasks.heads import LatentSegmenter
 from mlcodec.tasks.losses import assign, cell_centers, decode_boxes
 from mlcodec.tasks.metrics import TaskMetric
 from mlcodec.tasks.train import compute_loss, load_head, save_head, train_head
@@ -122,6 +123,11 @@ def test_checkpoint_round_trip(tmp_path):
     assert torch.equal(loaded(y), model(y))
     with pytest.raises(FileNotFoundError):
         load_head(tmp_path / "missing.safetensors")
+    # a checkpoint of an older layout (latent-seg with its former stride-4 stage) is named
+    old = LatentSegmenter(96, spec.num_outputs, out_stride=4)
+    path = save_head(old, tmp_path / "old.safetensors", "latent-seg", spec, 96)
+    with pytest.raises(ValueError, match="old.safetensors: its weights do not fit.*retrain"):
+        load_head(path)
 
 
 def test_train_head_then_eval_writes_csv_json_png(bench, tmp_path):
