@@ -30,6 +30,7 @@ from mlcodec.data.synthetic import export_all  # noqa: E402
 from mlcodec.integrations.webdataset import write_image_shards, write_shards  # noqa: E402
 from mlcodec.tasks.data import TaskSpec  # noqa: E402
 from mlcodec.tasks.evaluate import curves, evaluate_codecs, write_report  # noqa: E402
+from mlcodec.tasks.heads import STEMS  # noqa: E402
 from mlcodec.tasks.metrics import PRIMARY  # noqa: E402
 from mlcodec.tasks.train import train_head  # noqa: E402
 from mlcodec.tasks.yolo import train_yolo  # noqa: E402
@@ -70,6 +71,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="latent heads (default per task: %s)" % LATENT_EPOCHS)
     ap.add_argument("--pixel-epochs", type=int, help="pixel references (default per task: %s)" % PIXEL_EPOCHS)
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, both sides")
+    ap.add_argument("--stem", choices=STEMS, default="synthesis", help="latent heads' stem")
     ap.add_argument("--tasks", default="cls,seg,det")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers")
@@ -101,8 +103,8 @@ def main() -> None:
         heads = work / "heads" / task
         epochs, pixel_epochs = args.epochs or LATENT_EPOCHS[task], args.pixel_epochs or PIXEL_EPOCHS[task]
         lat = train_head(task, latent_train, [work / "shards/val-q0.5"], heads, epochs=epochs,
-                         lr=args.lr, workers=args.workers, progress=False)
-        cost = {"latent": {"epochs": len(lat.history),
+                         lr=args.lr, workers=args.workers, stem=args.stem, progress=False)
+        cost = {"latent": {"epochs": len(lat.history), "stem": args.stem,
                            "seconds_per_epoch": lat.history[-1].elapsed_seconds / len(lat.history),
                            "best": lat.best(task)}}
         if task == "det":
@@ -159,6 +161,8 @@ def print_task(task: str, result: dict) -> None:
     for side in ("latent", "pixel"):
         s = c[side]
         line = f"training {side:<6}: {s['epochs']} epochs, {s['seconds_per_epoch']:.1f} s/epoch"
+        if "stem" in s:
+            line += f" ({s['stem']} stem)"
         if s.get("best") is not None:
             line += f", best val {metric} {s['best']:.4f}"
         if "seconds_to_target" in s:

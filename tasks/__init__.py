@@ -3,7 +3,9 @@
 One table of heads, like the codecs' registry::
 
     from mlcodec.tasks import create_head, list_heads
-    head = create_head("latent-cls", spec, in_channels=96)
+    from mlcodec.tasks.heads import synthesis_stage
+    g_s = codec.synthesis_transform(quality)  # the codec the latents came from
+    head = create_head("latent-cls", spec, in_channels=96, synthesis=synthesis_stage(g_s))
 
 Training: ``mlcodec train-head``; evaluation against bitrate: ``mlcodec eval`` (see README).
 """
@@ -26,20 +28,22 @@ class HeadConfig:
     task: str  # cls | det | seg
     input: str  # latent | pixel
     description: str
-    builder: Callable[[TaskSpec, int], nn.Module] | None  # None: trained by ultralytics
+    #: (spec, latent channels, the codec's first synthesis stage or None) -> module;
+    #: None: trained by ultralytics
+    builder: Callable[[TaskSpec, int, nn.Sequential | None], nn.Module] | None
 
 
 _HEADS: dict[str, HeadConfig] = {c.name: c for c in (
     HeadConfig("latent-cls", "cls", "latent", "timm ResNet-10t trunk, latent stem, avg-pool + linear",
-               lambda spec, cin: LatentClassifier(cin, spec.num_outputs)),
+               lambda spec, cin, syn: LatentClassifier(cin, spec.num_outputs, synthesis=syn)),
     HeadConfig("latent-det", "det", "latent", "timm ResNet-10t trunk + FPN, FCOS-style at stride 8",
-               lambda spec, cin: LatentDetector(cin, spec.num_outputs)),
+               lambda spec, cin, syn: LatentDetector(cin, spec.num_outputs, synthesis=syn)),
     HeadConfig("latent-seg", "seg", "latent", "timm ResNet-10t trunk + FPN, logits at stride 8",
-               lambda spec, cin: LatentSegmenter(cin, spec.num_outputs)),
+               lambda spec, cin, syn: LatentSegmenter(cin, spec.num_outputs, synthesis=syn)),
     HeadConfig("pixel-cls", "cls", "pixel", "timm ResNet-10t stages 1-3 on RGB, avg-pool + linear",
-               lambda spec, cin: PixelClassifier(spec.num_outputs)),
+               lambda spec, cin, syn: PixelClassifier(spec.num_outputs)),
     HeadConfig("pixel-seg", "seg", "pixel", "timm ResNet-10t + the same FPN decoder on RGB",
-               lambda spec, cin: PixelSegmenter(spec.num_outputs)),
+               lambda spec, cin, syn: PixelSegmenter(spec.num_outputs)),
     HeadConfig("pixel-det", "det", "pixel", "ultralytics YOLOv8n from its yaml (no downloads)", None),
 )}
 
@@ -60,14 +64,22 @@ def default_head(task: str, input: str = "latent") -> str:
     return f"{input}-{task}"
 
 
-def create_head(name: str, spec: TaskSpec, in_channels: int = 96) -> nn.Module:
-    """Build a randomly initialised head (or reference) for ``spec``'s task and classes."""
+def create_head(name: str, spec: TaskSpec, in_channels: int = 96,
+                synthesis: nn.Sequential | None = None) -> nn.Module:
+    """Build a randomly initialised head (or reference) for ``spec``'s task and classes.
+
+    ``synthesis``: for latent heads, the codec's first synthesis stage
+    (:func:`mlcodec.tasks.heads.synthesis_stage`), used frozen as the stem; without it the stem
+    is a learned upsampling (lower accuracy, see :mod:`mlcodec.tasks.heads`).
+    """
     cfg = head_config(name)
+    if synthesis is not None and cfg.input != "latent":
+        raise ValueError(f"{name!r} reads pixels: a synthesis stage only applies to latent heads")
     if cfg.task != spec.task:
         raise ValueError(f"head {name!r} is for task {cfg.task!r}, not {spec.task!r}")
     if cfg.builder is None:
         raise ValueError(f"{name!r} is trained by ultralytics: use mlcodec.tasks.yolo")
-    return cfg.builder(spec, in_channels)
+    return cfg.builder(spec, in_channels, synthesis)
 
 
 __all__ = ["HeadConfig", "TaskSpec", "create_head", "default_head", "head_config", "list_heads"]

@@ -29,7 +29,7 @@ def cmd_train_head(args: argparse.Namespace) -> int:
         raise ValueError("give --shards DIR... (training) and --val DIR... (validation)")
     r = train_head(args.task, args.shards, args.val, args.output, head=args.head, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, workers=args.workers, seed=args.seed,
-                   progress=not args.quiet)
+                   stem=args.stem, progress=not args.quiet)
     last = r.history[-1]
     print(f"{r.head}: {len(r.history)} epochs, {last.elapsed_seconds:.0f}s training, "
           f"best {r.best(args.task):.4f}, checkpoint {r.checkpoint}")
@@ -72,6 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from . import list_heads
     from .data import TASKS
+    from .heads import STEMS
 
     t = sub.add_parser("train-head", help="train a task head on latent shards (or a pixel reference)")
     t.add_argument("--task", required=True, choices=TASKS)
@@ -86,6 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=2e-3, help="peak of the one-cycle schedule")
     t.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--stem", choices=STEMS, default="synthesis",
+                   help="latent heads: start from the codec's frozen first synthesis stage "
+                        "(default) or a learned upsampling")
     t.set_defaults(func=cmd_train_head)
 
     e = sub.add_parser("eval", help="task metric vs bitrate for codecs and qualities (CSV, JSON, plot)")

@@ -2,13 +2,16 @@
 
 Latent heads take the dequantized latent ``y_hat`` (``C x H/16 x W/16``) straight from the entropy
 decoder. Their trunk is a timm ResNet whose pixel stem (7x7/2 conv + max-pool, 4x down) is swapped
-for a learned 2x *up*-sampling of the latent (4x4 transposed conv over its channels), so ``layer1``
-works at image stride 8, ``layer2`` at 16 and so on. Shapes at stride 16 live in the channel
-patterns of 2-4 latent cells. In a 12-epoch probe on the synthetic benchmark (1,600 training
-images) a full ResNet-18 with a stride-1 latent stem memorised the training set and stayed near
-chance on validation (top-1 0.2); the upsampling stem, the lighter ResNet-10t and stopping at
-``layer3`` brought it to 0.45-0.5. Pixel references are the usual
-models on decoded RGB: a timm ResNet-10t classifier, a timm ResNet-10t + FPN segmenter, and (in
+for a 2x *up*-sampling of the latent, so ``layer1`` works at image stride 8, ``layer2`` at 16 and
+so on. By default that upsampling is the codec's own first synthesis stage (5x5/2 transposed conv +
+inverse GDN, ``g_s[:2]``), frozen, followed by a learned 3x3 conv (:class:`SynthesisStem`): the
+codec spreads a shape's outline over the channel patterns of 2-4 latent cells, and its synthesis
+already knows how to unfold them. On the synthetic benchmark (2,400 images at 128 px, 24 epochs)
+that stem lifted the latent classifier from top-1 0.62 to 0.80 against a learned 4x4 transposed
+conv, at 12.0 s per epoch instead of 10.7 (one thread); the learned stem remains
+(``stem="learned"``) for codecs whose synthesis does not start that way. Earlier probes: a full
+ResNet-18 with a stride-1 latent stem memorised the training set (top-1 0.2); the lighter
+ResNet-10t stopping at ``layer3`` is kept. Pixel references are the usual models on decoded RGB: a timm ResNet-10t classifier, a timm ResNet-10t + FPN segmenter, and (in
 :mod:`mlcodec.tasks.yolo`) an ultralytics YOLO detector. Both sides use the same timm family so
 the comparison is of inputs, not of networks.
 
@@ -17,22 +20,87 @@ Every network returns raw outputs; losses and decoding live in :mod:`mlcodec.tas
 
 from __future__ import annotations
 
+import copy
+
 import timm
 import torch
 import torch.nn.functional as F
+from compressai.layers import GDN
+from compressai.models.utils import deconv
 from torch import Tensor, nn
 
 LATENT_STRIDE = 16
 TRUNK_STRIDE = LATENT_STRIDE // 2  # image stride of layer1 after the upsampling stem
+STEMS = ("synthesis", "learned")  # latent heads' stems: the codec's frozen g_s[:2], or learned
 
 
-def latent_trunk(in_channels: int, arch: str = "resnet10t") -> nn.Module:
-    """A timm ResNet with the pixel stem replaced by a 2x upsampling of the latent."""
+def synthesis_layers(in_channels: int, channels: int) -> nn.Sequential:
+    """The layout of a codec's first synthesis stage: 5x5/2 transposed conv + inverse GDN (the
+    ``g_s[:2]`` of Ballé et al.'s and Minnen et al.'s models), latent stride 16 -> stride 8."""
+    return nn.Sequential(deconv(in_channels, channels), GDN(channels, inverse=True))
+
+
+def synthesis_stage(g_s: nn.Module) -> nn.Sequential:
+    """A detached copy of a codec's first synthesis stage (``g_s[:2]``) for a :class:`SynthesisStem`.
+
+    Raises ValueError when ``g_s`` does not start like :func:`synthesis_layers` (a stride-2
+    transposed convolution and an inverse GDN): such a codec's heads need ``stem="learned"``.
+    """
+    first = list(g_s.children())[:2] if isinstance(g_s, nn.Sequential) else []
+    if not (len(first) == 2 and isinstance(first[0], nn.ConvTranspose2d)
+            and first[0].stride == (2, 2) and first[0].kernel_size == (5, 5)
+            and isinstance(first[1], GDN) and first[1].inverse):
+        raise ValueError("this codec's synthesis transform does not start with a 5x5 stride-2 "
+                         "transposed convolution and an inverse GDN; train its heads with stem='learned'")
+    stage = synthesis_layers(first[0].in_channels, first[0].out_channels)
+    stage.load_state_dict(copy.deepcopy(nn.Sequential(*first).state_dict()))
+    return stage
+
+
+class SynthesisStem(nn.Module):
+    """The codec's own first synthesis stage, frozen, then a learned 3x3 convolution to the trunk
+    width: stride-8 features the codec already knows how to draw images from.
+
+    The frozen stage is saved with the head, so a checkpoint stands alone; it is not trained (no
+    gradients, not decayed) and runs under ``no_grad``.
+    """
+
+    def __init__(self, stage: nn.Sequential, width: int):
+        super().__init__()
+        self.stage = stage.requires_grad_(False)
+        self.proj = nn.Conv2d(stage[0].out_channels, width, 3, 1, 1, bias=False)
+
+    @property
+    def channels(self) -> int:
+        return self.stage[0].out_channels
+
+    def forward(self, y: Tensor) -> Tensor:
+        with torch.no_grad():
+            f = self.stage(y)
+        return self.proj(f)
+
+
+def latent_trunk(in_channels: int, arch: str = "resnet10t", synthesis: nn.Sequential | None = None) -> nn.Module:
+    """A timm ResNet whose pixel stem is replaced by a 2x upsampling of the latent: the codec's
+    frozen first synthesis stage (``synthesis``, see :func:`synthesis_stage`) + a 3x3 conv, or,
+    without it, a learned 4x4 transposed convolution."""
     net = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="")
     width = net.bn1.num_features  # conv1 may be a deep stem (the "t" variants)
-    net.conv1 = nn.ConvTranspose2d(in_channels, width, 4, 2, 1, bias=False)
+    if synthesis is None:
+        net.conv1 = nn.ConvTranspose2d(in_channels, width, 4, 2, 1, bias=False)
+    else:
+        if synthesis[0].in_channels != in_channels:
+            raise ValueError(f"the synthesis stage reads {synthesis[0].in_channels} latent channels, "
+                             f"not {in_channels}")
+        net.conv1 = SynthesisStem(synthesis, width)
     net.maxpool = nn.Identity()
     return net
+
+
+def synthesis_channels(head: nn.Module) -> int:
+    """Channels of a latent head's frozen synthesis stage (0: a learned stem), for checkpoints."""
+    stem = getattr(getattr(head, "trunk", None), "conv1", None)
+    return stem.channels if isinstance(stem, SynthesisStem) else 0
 
 
 def _stages(net: nn.Module, x: Tensor, n: int = 3) -> list[Tensor]:
@@ -78,9 +146,10 @@ class LatentClassifier(nn.Module):
 
     input = "latent"
 
-    def __init__(self, in_channels: int, num_classes: int, arch: str = "resnet10t"):
+    def __init__(self, in_channels: int, num_classes: int, arch: str = "resnet10t",
+                 synthesis: nn.Sequential | None = None):
         super().__init__()
-        self.trunk = latent_trunk(in_channels, arch)
+        self.trunk = latent_trunk(in_channels, arch, synthesis)
         self.trunk.layer4 = nn.Identity()  # unused
         self.fc = nn.Linear(self.trunk.layer3[-1].conv2.out_channels, num_classes)
 
@@ -132,9 +201,9 @@ class LatentSegmenter(_DenseBase):
     input = "latent"
 
     def __init__(self, in_channels: int, num_classes: int, arch: str = "resnet10t", width: int = 64,
-                 out_stride: int = TRUNK_STRIDE):
+                 out_stride: int = TRUNK_STRIDE, synthesis: nn.Sequential | None = None):
         s = TRUNK_STRIDE
-        super().__init__(latent_trunk(in_channels, arch), [s, 2 * s, 4 * s], width, out_stride)
+        super().__init__(latent_trunk(in_channels, arch, synthesis), [s, 2 * s, 4 * s], width, out_stride)
         self.classifier = nn.Conv2d(width, num_classes, 1)
 
     def forward(self, y: Tensor) -> Tensor:
@@ -168,9 +237,9 @@ class LatentDetector(_DenseBase):
     input = "latent"
 
     def __init__(self, in_channels: int, num_classes: int, arch: str = "resnet10t", width: int = 96,
-                 out_stride: int = 8):
+                 out_stride: int = 8, synthesis: nn.Sequential | None = None):
         s = TRUNK_STRIDE
-        super().__init__(latent_trunk(in_channels, arch), [s, 2 * s, 4 * s], width, out_stride)
+        super().__init__(latent_trunk(in_channels, arch, synthesis), [s, 2 * s, 4 * s], width, out_stride)
         self.tower = nn.Sequential(_conv_bn(width, width), _conv_bn(width, width))
         self.cls = nn.Conv2d(width, num_classes, 3, 1, 1)
         self.box = nn.Conv2d(width, 4, 3, 1, 1)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from . import create_head, head_config
 from .data import TaskSpec, make_loader, read_manifest, spec_from_manifest, task_targets
-from .heads import LATENT_STRIDE
+from .heads import LATENT_STRIDE, STEMS, synthesis_channels, synthesis_layers, synthesis_stage
 from .losses import decode_boxes, detection_loss
 from .metrics import TaskMetric, primary
 
@@ -116,7 +116,8 @@ def save_head(model: nn.Module, path: str | Path, name: str, spec: TaskSpec, in_
               extra: dict[str, Any] | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"head": name, "spec": spec.to_json(), "in_channels": in_channels, **(extra or {})}
+    meta = {"head": name, "spec": spec.to_json(), "in_channels": in_channels,
+            "synthesis_channels": synthesis_channels(model), **(extra or {})}
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path),
               metadata={k: json.dumps(v) for k, v in meta.items()})
     return path
@@ -135,13 +136,31 @@ def load_head(path: str | Path) -> tuple[nn.Module, TaskSpec, dict[str, Any]]:
         raise ValueError(f"{path} is not an mlcodec head checkpoint (no 'head' metadata)")
     s = meta["spec"]
     spec = TaskSpec(s["task"], tuple(s["class_names"]), tuple(s["category_ids"]))
-    model = create_head(meta["head"], spec, int(meta["in_channels"]))
+    cin, syn = int(meta["in_channels"]), int(meta.get("synthesis_channels", 0))
+    model = create_head(meta["head"], spec, cin, synthesis_layers(cin, syn) if syn else None)
     try:
         model.load_state_dict(load_file(str(path)))
     except RuntimeError as e:  # a layout change between versions (e.g. latent-seg's stride)
         raise ValueError(f"{path}: its weights do not fit this version's {meta['head']!r} head "
                          f"({str(e).splitlines()[0]}); retrain it with `mlcodec train-head`") from e
     return model.eval(), spec, meta
+
+
+def codec_synthesis_stage(manifest: dict[str, Any], source: str | Path) -> nn.Sequential:
+    """The first synthesis stage of the codec that wrote ``manifest``'s shards, checked to be the
+    same weights (fingerprint) the shards were written with."""
+    from mlcodec.registry import create_codec
+
+    codec = create_codec(manifest["codec"])
+    quality = float(manifest.get("quality", 0.5))
+    if not hasattr(codec, "synthesis_transform"):
+        raise ValueError(f"{manifest['codec']} has no synthesis transform; use stem='learned'")
+    have = codec.fingerprint(quality).hex()
+    if manifest.get("fingerprint") and have != manifest["fingerprint"]:
+        raise ValueError(f"{source} was written by {manifest['codec']} weights {manifest['fingerprint']}, "
+                         f"but this installation's are {have}: rewrite the shards with these weights, "
+                         "or train with stem='learned'")
+    return synthesis_stage(codec.synthesis_transform(quality))
 
 
 def train_head(
@@ -157,6 +176,7 @@ def train_head(
     workers: int = 0,
     seed: int = 0,
     augment: bool = True,
+    stem: str = "synthesis",
     progress: bool = True,
 ) -> TrainResult:
     """Train ``head`` (default ``latent-<task>``, or ``pixel-<task>`` on image shards) and save
@@ -164,7 +184,12 @@ def train_head(
 
     ``augment`` mirrors half of each batch left-right (latents and images alike). ``lr`` is the
     peak of a one-cycle schedule; 2e-3 beat 1e-3 for both segmenters in 16-epoch runs on the
-    synthetic benchmark (val mIoU latent 0.46 vs 0.39, pixel 0.76 vs 0.56)."""
+    synthetic benchmark (val mIoU latent 0.46 vs 0.39, pixel 0.76 vs 0.56). ``stem`` (latent
+    heads): ``"synthesis"`` starts the head with the shards' codec's own first synthesis stage,
+    frozen (see :class:`~mlcodec.tasks.heads.SynthesisStem`); ``"learned"`` with a learned
+    upsampling, for codecs without one."""
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {', '.join(STEMS)}, not {stem!r}")
     manifest = read_manifest(train_dirs[0])
     for d in [*train_dirs[1:], *val_dirs]:
         other = read_manifest(d)
@@ -183,11 +208,14 @@ def train_head(
     gen = torch.Generator().manual_seed(seed)
     train_loader = make_loader(train_dirs, input, batch_size, shuffle=1000, workers=workers, seed=seed)
     val_loader = make_loader(val_dirs, input, batch_size, workers=workers)
-    in_channels = 3
+    in_channels, synthesis = 3, None
     if input == "latent":
         in_channels = next(iter(make_loader(val_dirs, input, 1)))["latent"].shape[1]
-    model = create_head(name, spec, in_channels)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        if stem == "synthesis":
+            synthesis = codec_synthesis_stage(manifest, train_dirs[0])
+    model = create_head(name, spec, in_channels, synthesis)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
+                            weight_decay=weight_decay)
     steps_per_epoch = math.ceil(sum(read_manifest(d)["samples"] for d in train_dirs) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch + 1,
                                                 pct_start=0.1)

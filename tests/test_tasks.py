@@ -1,5 +1,7 @@
 import csv
+import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from mlcodec.integrations.webdataset import write_image_shards, write_shards
 from mlcodec.tasks import create_head, list_heads
 from mlcodec.tasks.data import TaskSpec, make_loader, task_targets
 from mlcodec.tasks.evaluate import bd_rates, evaluate_codecs, write_report
-from mlcodec.tasks.heads import LatentSegmenter
+from mlcodec.tasks.heads import LatentSegmenter, synthesis_stage
 from mlcodec.tasks.losses import assign, cell_centers, decode_boxes
 from mlcodec.tasks.metrics import TaskMetric
 from mlcodec.tasks.train import compute_loss, load_head, save_head, train_head
@@ -240,3 +242,49 @@ def test_eval_refuses_a_head_trained_on_other_weights(bench, tmp_path):
     with pytest.raises(ValueError, match="retrain the head"):
         evaluate_codecs("cls", src["val"], spec, ["mlcodec-hyperprior"], [0.5], latent_head=path,
                         progress=False)
+
+
+def test_synthesis_stem_is_the_codecs_own_first_stage_frozen_and_saved(tmp_path):
+    codec = mlcodec.create_codec("mlcodec-hyperprior")
+    g_s = codec.synthesis_transform(0.5)
+    stage = synthesis_stage(g_s)
+    y = torch.randn(2, 96, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(stage(y), g_s[:2](y))
+    spec = TaskSpec("cls", tuple("abcd"))
+    model = create_head("latent-cls", spec, 96, synthesis=stage).train()
+    frozen = {k: v.clone() for k, v in model.trunk.conv1.stage.state_dict().items()}
+    proj = model.trunk.conv1.proj.weight.clone()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    loss = compute_loss(model, "cls", y, torch.tensor([0, 3]))
+    loss.backward()
+    opt.step()
+    assert all(torch.equal(v, model.trunk.conv1.stage.state_dict()[k]) for k, v in frozen.items())
+    assert not torch.equal(proj, model.trunk.conv1.proj.weight)
+    # the checkpoint carries the stage: it loads without the codec and predicts the same
+    path = save_head(model.eval(), tmp_path / "s.safetensors", "latent-cls", spec, 96)
+    loaded, _, meta = load_head(path)
+    assert meta["synthesis_channels"] == 96
+    assert torch.equal(loaded(y), model(y))
+    with pytest.raises(ValueError, match="stem='learned'"):
+        synthesis_stage(torch.nn.Sequential(torch.nn.Conv2d(96, 96, 3)))
+    with pytest.raises(ValueError, match="reads pixels"):
+        create_head("pixel-cls", spec, 3, synthesis=stage)
+
+
+def test_train_head_synthesis_stem_checks_the_shards_weights(bench, tmp_path):
+    root, _ = bench
+    r = train_head("seg", [root / "latent-train"], [root / "latent-val"], tmp_path, epochs=1,
+                   batch_size=8, progress=False)
+    assert load_head(r.checkpoint)[2]["synthesis_channels"] == 96
+    with pytest.raises(ValueError, match="stem must be one of"):
+        train_head("seg", [root / "latent-train"], [root / "latent-val"], tmp_path, stem="deep")
+    for s in ("train", "val"):
+        shutil.copytree(root / f"latent-{s}", tmp_path / s)
+        m = json.loads((tmp_path / s / "manifest.json").read_text())
+        (tmp_path / s / "manifest.json").write_text(json.dumps({**m, "fingerprint": "00" * 8}))
+    with pytest.raises(ValueError, match=f"{tmp_path / 'train'} was written by .* 0000000000000000"):
+        train_head("seg", [tmp_path / "train"], [tmp_path / "val"], tmp_path, epochs=1, progress=False)
+    r = train_head("seg", [tmp_path / "train"], [tmp_path / "val"], tmp_path, epochs=1,
+                   batch_size=8, stem="learned", progress=False)
+    assert load_head(r.checkpoint)[2]["synthesis_channels"] == 0

@@ -162,6 +162,9 @@ class GainedHyperpriorCodec(LatentCodec):
     def _synthesize(self, y_hat, quality):
         return self.model.g_s(y_hat).clamp_(0, 1)
 
+    def synthesis_transform(self, quality: float) -> nn.Module:
+        return self.model.g_s
+
 
 class Bmshj2018Codec(LatentCodec):
     """CompressAI's scale hyperprior (Ballé et al., ICLR 2018): one model per quality 1..8.
@@ -218,3 +221,6 @@ class Bmshj2018Codec(LatentCodec):
 
     def _synthesize(self, y_hat, quality):
         return self._model(quality)[0].g_s(y_hat).clamp_(0, 1)
+
+    def synthesis_transform(self, quality: float) -> nn.Module:
+        return self._model(quality)[0].g_s

@@ -57,6 +57,12 @@ class LatentCodec(Codec):
     def _synthesize(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
         """Latent to the padded reconstruction ``(B, 3, H, W)`` in [0, 1]."""
 
+    @abc.abstractmethod
+    def synthesis_transform(self, quality: float) -> torch.nn.Module:
+        """The synthesis network ``g_s`` (a ``nn.Sequential``) that turns this quality's dequantized
+        latents (as :meth:`decode_latents` returns them) into images. Task heads borrow its first
+        layers as their stem; treat it as read-only."""
+
     # -- the shared pipeline -------------------------------------------------------------------
     @torch.inference_mode()
     def compress_batch(self, images: Sequence[Any], quality: float = DEFAULT_QUALITY) -> list[bytes]:
