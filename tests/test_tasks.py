@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import mlcodec
 from mlcodec.data.sources import CocoSource
@@ -13,7 +14,7 @@ from mlcodec.integrations.webdataset import write_image_shards, write_shards
 from mlcodec.tasks import create_head, list_heads
 from mlcodec.tasks.data import TaskSpec, make_loader, task_targets
 from mlcodec.tasks.evaluate import bd_rates, evaluate_codecs, write_report
-from mlcodec.tasks.heads import LatentSegmenter, synthesis_stage
+from mlcodec.tasks.heads import LatentSegmenter, synthesis_stage, upsample_bilinear
 from mlcodec.tasks.losses import assign, cell_centers, decode_boxes
 from mlcodec.tasks.metrics import TaskMetric
 from mlcodec.tasks.train import compute_loss, load_head, save_head, train_head
@@ -288,3 +289,14 @@ def test_train_head_synthesis_stem_checks_the_shards_weights(bench, tmp_path):
     r = train_head("seg", [tmp_path / "train"], [tmp_path / "val"], tmp_path, epochs=1,
                    batch_size=8, stem="learned", progress=False)
     assert load_head(r.checkpoint)[2]["synthesis_channels"] == 0
+
+
+@pytest.mark.parametrize("shape,factor", [((2, 3, 16, 16), 8), ((1, 2, 5, 7), 4), ((1, 1, 1, 3), 2)])
+def test_upsample_bilinear_matches_torch_values_and_gradients(shape, factor):
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    ours = upsample_bilinear(x, factor)
+    ref = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    assert ours.shape == ref.shape
+    assert torch.allclose(ours, ref, atol=1e-12)
+    g = torch.randn_like(ref)
+    assert torch.allclose(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(ref, x, g)[0], atol=1e-12)
