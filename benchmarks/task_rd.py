@@ -111,9 +111,17 @@ def main() -> None:
             y = train_yolo(work / "yolo/data.yaml", heads, epochs=pixel_epochs, imgsz=args.size,
                            workers=args.workers, class_names=spec_names)
             reference = y["checkpoint"]
+            hist = y["history"]
             cost["pixel"] = {"epochs": y["epochs"], "seconds_per_epoch": y["train_seconds"] / y["epochs"],
-                             "best": None, "note": "ultralytics trainer (own loader, augmentation, "
-                                                   "validation inside the timing)"}
+                             "best": max((h["map"] for h in hist), default=None),
+                             "note": "ultralytics trainer and validator (own loader, augmentation; "
+                                     "its validation inside the timing)"}
+            if hist:
+                target = min(lat.best(task), cost["pixel"]["best"])
+                cost["target"] = target
+                cost["latent"]["seconds_to_target"] = lat.seconds_to_reach(task, target)
+                cost["pixel"]["seconds_to_target"] = next(
+                    (h["seconds"] for h in hist if h["map"] >= target), None)
         else:
             pix = train_head(task, [work / "shards/jpeg-train"], [work / "shards/jpeg-val"], heads,
                              epochs=pixel_epochs, lr=args.lr, workers=args.workers, progress=False)

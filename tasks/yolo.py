@@ -50,7 +50,24 @@ def train_yolo(data_yaml: str | Path, out: str | Path, epochs: int = 10, imgsz: 
             "imgsz": imgsz, "epochs": epochs, "train_seconds": seconds}
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
               metadata={k: json.dumps(v) for k, v in meta.items()})
-    return {"checkpoint": str(path), "train_seconds": seconds, "epochs": epochs}
+    return {"checkpoint": str(path), "train_seconds": seconds, "epochs": epochs,
+            "history": yolo_history(out / "yolo" / "results.csv")}
+
+
+def yolo_history(results_csv: str | Path) -> list[dict[str, float]]:
+    """Per-epoch ``epoch``, ``seconds`` (ultralytics' cumulative ``time``: training *and* its
+    validation), ``map`` and ``map_50`` (ultralytics' own validator) from its ``results.csv``;
+    empty when the file is missing."""
+    import csv
+
+    path = Path(results_csv)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(f)]
+    return [{"epoch": int(float(r["epoch"])), "seconds": float(r.get("time") or "nan"),
+             "map": float(r["metrics/mAP50-95(B)"]), "map_50": float(r["metrics/mAP50(B)"])}
+            for r in rows]
 
 
 class YoloDetector:

@@ -179,6 +179,8 @@ def test_yolo_reference_trains_offline_and_predicts(bench, tmp_path):
 
     root, _ = bench
     r = train_yolo(root / "yolo/data.yaml", tmp_path, epochs=1, imgsz=SIZE, batch=8, workers=0)
+    assert [h["epoch"] for h in r["history"]] == [1]
+    assert r["history"][0]["seconds"] > 0 and 0 <= r["history"][0]["map"] <= r["history"][0]["map_50"] <= 1
     det = YoloDetector(r["checkpoint"])
     images = [Image.open(root / f"yolo/images/val/{i:06d}.png") for i in range(3)]
     preds = det.predict_images(images)
