@@ -6,14 +6,15 @@ for a 2x *up*-sampling of the latent, so ``layer1`` works at image stride 8, ``l
 so on. By default that upsampling is the codec's own first synthesis stage (5x5/2 transposed conv +
 inverse GDN, ``g_s[:2]``), frozen, followed by a learned 3x3 conv (:class:`SynthesisStem`): the
 codec spreads a shape's outline over the channel patterns of 2-4 latent cells, and its synthesis
-already knows how to unfold them. On the synthetic benchmark (2,400 images at 128 px, 24 epochs)
-that stem lifted the latent classifier from top-1 0.62 to 0.80 against a learned 4x4 transposed
-conv, at 12.0 s per epoch instead of 10.7 (one thread); the learned stem remains
-(``stem="learned"``) for codecs whose synthesis does not start that way. Earlier probes: a full
-ResNet-18 with a stride-1 latent stem memorised the training set (top-1 0.2); the lighter
-ResNet-10t stopping at ``layer3`` is kept. Pixel references are the usual models on decoded RGB: a timm ResNet-10t classifier, a timm ResNet-10t + FPN segmenter, and (in
-:mod:`mlcodec.tasks.yolo`) an ultralytics YOLO detector. Both sides use the same timm family so
-the comparison is of inputs, not of networks.
+already knows how to unfold them. On the synthetic benchmark (2,400 images at 128 px,
+BENCHMARKS.md) that stem lifted the latent heads' best validation metrics over a learned 4x4
+transposed conv from top-1 0.615 to 0.823, mIoU 0.452 to 0.574 and mAP 0.361 to 0.436, for 6-19%
+more time per epoch; the learned stem remains (``stem="learned"``) for codecs whose synthesis does
+not start that way. Earlier probes: a full ResNet-18 with a stride-1 latent stem memorised the
+training set (top-1 0.2); the lighter ResNet-10t stopping at ``layer3`` is kept. Pixel references
+are the usual models on decoded RGB: a timm ResNet-10t classifier, a timm ResNet-10t + FPN
+segmenter, and (in :mod:`mlcodec.tasks.yolo`) an ultralytics YOLO detector. Both sides use the same
+timm family so the comparison is of inputs, not of networks.
 
 Every network returns raw outputs; losses and decoding live in :mod:`mlcodec.tasks.losses`.
 """
