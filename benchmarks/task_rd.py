@@ -110,29 +110,29 @@ def main() -> None:
         if task == "det":
             y = train_yolo(work / "yolo/data.yaml", heads, epochs=pixel_epochs, imgsz=args.size,
                            workers=args.workers, class_names=spec_names)
-            reference = y["checkpoint"]
-            hist = y["history"]
+            reference, hist = y["checkpoint"], y["history"]
             cost["pixel"] = {"epochs": y["epochs"], "seconds_per_epoch": y["train_seconds"] / y["epochs"],
                              "best": max((h["map"] for h in hist), default=None),
                              "note": "ultralytics trainer and validator (own loader, augmentation; "
                                      "its validation inside the timing)"}
-            if hist:
-                target = min(lat.best(task), cost["pixel"]["best"])
-                cost["target"] = target
-                cost["latent"]["seconds_to_target"] = lat.seconds_to_reach(task, target)
-                cost["pixel"]["seconds_to_target"] = next(
-                    (h["seconds"] for h in hist if h["map"] >= target), None)
+
+            def pixel_seconds_to(target: float) -> float | None:
+                return next((h["seconds"] for h in hist if h["map"] >= target), None)
         else:
             pix = train_head(task, [work / "shards/jpeg-train"], [work / "shards/jpeg-val"], heads,
                              epochs=pixel_epochs, lr=args.lr, workers=args.workers, progress=False)
             reference = pix.checkpoint
-            target = min(lat.best(task), pix.best(task))
             cost["pixel"] = {"epochs": len(pix.history),
                              "seconds_per_epoch": pix.history[-1].elapsed_seconds / len(pix.history),
                              "best": pix.best(task)}
+
+            def pixel_seconds_to(target: float) -> float | None:
+                return pix.seconds_to_reach(task, target)
+        if cost["pixel"]["best"] is not None:  # time to the lower of the two bests, both sides
+            target = min(lat.best(task), cost["pixel"]["best"])
             cost["target"] = target
             cost["latent"]["seconds_to_target"] = lat.seconds_to_reach(task, target)
-            cost["pixel"]["seconds_to_target"] = pix.seconds_to_reach(task, target)
+            cost["pixel"]["seconds_to_target"] = pixel_seconds_to(target)
         spec = TaskSpec(task, spec_names, tuple(val.category_ids))
         result = evaluate_codecs(task, val, spec, CODECS, EVAL_QUALITIES,
                                  latent_head=lat.checkpoint, pixel_reference=reference, progress=False)

@@ -21,7 +21,6 @@ Every network returns raw outputs; losses and decoding live in :mod:`mlcodec.tas
 
 from __future__ import annotations
 
-import copy
 import functools
 
 import timm
@@ -55,7 +54,7 @@ def synthesis_stage(g_s: nn.Module) -> nn.Sequential:
         raise ValueError("this codec's synthesis transform does not start with a 5x5 stride-2 "
                          "transposed convolution and an inverse GDN; train its heads with stem='learned'")
     stage = synthesis_layers(first[0].in_channels, first[0].out_channels)
-    stage.load_state_dict(copy.deepcopy(nn.Sequential(*first).state_dict()))
+    stage.load_state_dict(nn.Sequential(*first).state_dict())  # copies the values
     return stage
 
 
