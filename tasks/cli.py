@@ -73,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from . import list_heads
     from .data import TASKS
     from .heads import STEMS
+    from .train import DEFAULT_LR
 
     t = sub.add_parser("train-head", help="train a task head on latent shards (or a pixel reference)")
     t.add_argument("--task", required=True, choices=TASKS)
@@ -84,7 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("-o", "--output", required=True, help="folder for the checkpoint and history")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=2e-3, help="peak of the one-cycle schedule")
+    t.add_argument("--lr", type=float, help="peak of the one-cycle schedule (default by task: "
+                   + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + "; pixel-det: ultralytics' own)")
     t.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--stem", choices=STEMS, default="synthesis",

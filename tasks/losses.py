@@ -7,6 +7,33 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import batched_nms, generalized_box_iou_loss, sigmoid_focal_loss
 
+from .heads import upsample_bilinear
+
+SEG_LOSS_STRIDE = 2  # image pixels per label the segmentation loss compares
+
+
+def segmentation_loss(logits: Tensor, targets: Tensor, out_stride: int,
+                      loss_stride: int = SEG_LOSS_STRIDE) -> Tensor:
+    """Cross-entropy of stride-``out_stride`` class logits against every ``loss_stride``-th label
+    of the semantic map ``targets`` (``(N, H, W)``, -1 ignored), the logits upsampled bilinearly to
+    that grid.
+
+    At ``loss_stride=2`` the loss sees a quarter of the labels of a full-resolution loss; on the
+    latent segmenter (128 px) the full-resolution softmax and its backward were a quarter of a
+    training step. Measured on the synthetic benchmark (latent segmenter, 16 epochs, lr 4e-3):
+    step 3.3 -> 2.75 ms per image, best val mIoU 0.615 against 0.606 at full resolution.
+    Validation and :func:`~mlcodec.tasks.train.predict` still score every pixel.
+    """
+    if out_stride % loss_stride:
+        raise ValueError(f"loss_stride {loss_stride} must divide the logits' stride {out_stride}")
+    labels = targets[..., ::loss_stride, ::loss_stride]
+    h, w = labels.shape[-2:]
+    up = upsample_bilinear(logits, out_stride // loss_stride)
+    if up.shape[-2] < h or up.shape[-1] < w:
+        raise ValueError(f"logits {tuple(logits.shape[-2:])} at stride {out_stride} do not cover "
+                         f"labels of {tuple(targets.shape[-2:])}")
+    return F.cross_entropy(up[..., :h, :w], labels, ignore_index=-1)
+
 
 def cell_centers(h: int, w: int, stride: int, device: torch.device) -> Tensor:
     """``(h*w, 2)`` pixel coordinates ``(x, y)`` of the cell centres of a stride-``stride`` grid."""

@@ -15,9 +15,9 @@ from mlcodec.tasks import create_head, list_heads
 from mlcodec.tasks.data import TaskSpec, make_loader, task_targets
 from mlcodec.tasks.evaluate import bd_rates, evaluate_codecs, write_report
 from mlcodec.tasks.heads import LatentSegmenter, synthesis_stage, upsample_bilinear
-from mlcodec.tasks.losses import assign, cell_centers, decode_boxes
+from mlcodec.tasks.losses import assign, cell_centers, decode_boxes, segmentation_loss
 from mlcodec.tasks.metrics import TaskMetric
-from mlcodec.tasks.train import compute_loss, load_head, save_head, train_head
+from mlcodec.tasks.train import DEFAULT_LR, compute_loss, load_head, save_head, train_head
 
 SIZE = 64
 
@@ -302,3 +302,38 @@ def test_upsample_bilinear_matches_torch_values_and_gradients(shape, factor):
     assert torch.allclose(ours, ref, atol=1e-12)
     g = torch.randn_like(ref)
     assert torch.allclose(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(ref, x, g)[0], atol=1e-12)
+
+
+def test_segmentation_loss_scores_every_other_label_against_upsampled_logits():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 4, 3, requires_grad=True)  # stride 8: covers 32 x 24 pixels
+    targets = torch.randint(-1, 5, (2, 30, 21))  # padded batch: labels end inside the last cell
+    up = F.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False)
+    labels = targets[:, ::2, ::2]
+    ref = F.cross_entropy(up[..., :15, :11], labels, ignore_index=-1)
+    assert segmentation_loss(logits, targets, out_stride=8).item() == pytest.approx(ref.item(), rel=1e-5)
+    full = F.cross_entropy(F.interpolate(logits, scale_factor=8, mode="bilinear",
+                                         align_corners=False)[..., :30, :21], targets,
+                           ignore_index=-1)
+    assert segmentation_loss(logits, targets, 8, loss_stride=1).item() == pytest.approx(full.item(), rel=1e-5)
+    assert torch.isfinite(torch.autograd.grad(segmentation_loss(logits, targets, 8), logits)[0]).all()
+    with pytest.raises(ValueError, match="must divide"):
+        segmentation_loss(logits, targets, out_stride=8, loss_stride=3)
+    with pytest.raises(ValueError, match="do not cover"):
+        segmentation_loss(logits, torch.zeros(2, 40, 21, dtype=torch.long), out_stride=8)
+
+
+def test_segmenters_train_on_the_stride_2_loss_and_seg_defaults_to_its_learning_rate(bench, tmp_path):
+    root, src = bench
+    spec = _spec(src["train"], "seg")
+    model = create_head("latent-seg", spec, in_channels=96).eval()
+    y, targets = torch.randn(2, 96, 4, 4), torch.randint(0, spec.num_outputs, (2, SIZE, SIZE))
+    assert compute_loss(model, "seg", y, targets).item() == pytest.approx(
+        segmentation_loss(model.logits(y), targets, model.out_stride).item(), rel=1e-6)
+    assert model(y).shape == (2, spec.num_outputs, SIZE, SIZE)  # predictions stay full resolution
+    r = train_head("seg", [root / "latent-train"], [root / "latent-val"], tmp_path, epochs=1,
+                   batch_size=8, progress=False)
+    assert r.lr == DEFAULT_LR["seg"] == 4e-3
+    assert json.loads((tmp_path / "latent-seg.history.json").read_text())["lr"] == 4e-3
+    assert train_head("cls", [root / "latent-train"], [root / "latent-val"], tmp_path, epochs=1,
+                      batch_size=8, lr=1e-3, progress=False).lr == 1e-3
