@@ -31,8 +31,8 @@ from mlcodec.integrations.webdataset import write_image_shards, write_shards  # 
 from mlcodec.tasks.data import TaskSpec  # noqa: E402
 from mlcodec.tasks.evaluate import curves, evaluate_codecs, write_report  # noqa: E402
 from mlcodec.tasks.heads import STEMS  # noqa: E402
-from mlcodec.tasks.metrics import PRIMARY  # noqa: E402
-from mlcodec.tasks.train import train_head  # noqa: E402
+from mlcodec.tasks.metrics import PRIMARY, primary  # noqa: E402
+from mlcodec.tasks.train import DEFAULT_LR, train_head  # noqa: E402
 from mlcodec.tasks.yolo import train_yolo  # noqa: E402
 
 TRAIN_QUALITIES = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -70,7 +70,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--epochs", type=int, help="latent heads (default per task: %s)" % LATENT_EPOCHS)
     ap.add_argument("--pixel-epochs", type=int, help="pixel references (default per task: %s)" % PIXEL_EPOCHS)
-    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, both sides")
+    ap.add_argument("--lr", type=float, help="peak learning rate, both sides (default: train_head's "
+                    "per-task DEFAULT_LR)")
     ap.add_argument("--stem", choices=STEMS, default="synthesis", help="latent heads' stem")
     ap.add_argument("--tasks", default="cls,seg,det")
     ap.add_argument("--threads", type=int, default=2)
@@ -104,15 +105,17 @@ def main() -> None:
         epochs, pixel_epochs = args.epochs or LATENT_EPOCHS[task], args.pixel_epochs or PIXEL_EPOCHS[task]
         lat = train_head(task, latent_train, [work / "shards/val-q0.5"], heads, epochs=epochs,
                          lr=args.lr, workers=args.workers, stem=args.stem, progress=False)
-        cost = {"latent": {"epochs": len(lat.history), "stem": args.stem,
+        lr = args.lr or DEFAULT_LR[task]
+        cost = {"latent": {"epochs": len(lat.history), "stem": args.stem, "lr": lr,
                            "seconds_per_epoch": lat.history[-1].elapsed_seconds / len(lat.history),
-                           "best": lat.best(task)}}
+                           "best": lat.best(task), "curve": curve(task, lat)}}
         if task == "det":
             y = train_yolo(work / "yolo/data.yaml", heads, epochs=pixel_epochs, imgsz=args.size,
                            workers=args.workers, class_names=spec_names)
             reference, hist = y["checkpoint"], y["history"]
             cost["pixel"] = {"epochs": y["epochs"], "seconds_per_epoch": y["train_seconds"] / y["epochs"],
                              "best": max((h["map"] for h in hist), default=None),
+                             "curve": [(round(h["seconds"], 1), round(h["map"], 4)) for h in hist],
                              "note": "ultralytics trainer and validator (own loader, augmentation; "
                                      "its validation inside the timing)"}
 
@@ -122,9 +125,9 @@ def main() -> None:
             pix = train_head(task, [work / "shards/jpeg-train"], [work / "shards/jpeg-val"], heads,
                              epochs=pixel_epochs, lr=args.lr, workers=args.workers, progress=False)
             reference = pix.checkpoint
-            cost["pixel"] = {"epochs": len(pix.history),
+            cost["pixel"] = {"epochs": len(pix.history), "lr": lr,
                              "seconds_per_epoch": pix.history[-1].elapsed_seconds / len(pix.history),
-                             "best": pix.best(task)}
+                             "best": pix.best(task), "curve": curve(task, pix)}
 
             def pixel_seconds_to(target: float) -> float | None:
                 return pix.seconds_to_reach(task, target)
@@ -146,6 +149,11 @@ def main() -> None:
     merged.update({t: {"bd_rate_vs_jpeg": r["bd_rate_vs_jpeg"], "training_cost": r["training_cost"],
                        "skipped": r["skipped"], "args": vars(args)} for t, r in summary.items()})
     path.write_text(json.dumps(merged, indent=1))
+
+
+def curve(task: str, result) -> list[tuple[float, float]]:
+    """(training seconds so far, validation metric) after each epoch."""
+    return [(round(r.elapsed_seconds, 1), round(primary(task, r.val), 4)) for r in result.history]
 
 
 def print_task(task: str, result: dict) -> None:
@@ -171,12 +179,17 @@ def print_task(task: str, result: dict) -> None:
         line = f"training {side:<6}: {s['epochs']} epochs, {s['seconds_per_epoch']:.1f} s/epoch"
         if "stem" in s:
             line += f" ({s['stem']} stem)"
+        if "lr" in s:
+            line += f", lr {s['lr']:g}"
         if s.get("best") is not None:
             line += f", best val {metric} {s['best']:.4f}"
         if "seconds_to_target" in s:
             t = s["seconds_to_target"]
             line += f", {'n/a' if t is None else f'{t:.0f} s'} to reach {c['target']:.4f}"
         print(line + (f" ({s['note']})" if "note" in s else ""))
+        if s.get("curve"):
+            print(f"  {side} val {metric} by epoch (s: value): "
+                  + " ".join(f"{t:.0f}:{v:.3f}" for t, v in s["curve"]))
     if c["pixel"].get("seconds_per_epoch"):
         print(f"per-epoch speed-up latent vs pixel: {c['pixel']['seconds_per_epoch'] / c['latent']['seconds_per_epoch']:.1f}x")
 
