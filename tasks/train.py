@@ -32,8 +32,9 @@ from .metrics import TaskMetric, primary
 log = logging.getLogger(__name__)
 
 # Peak learning rates of the one-cycle schedule, by task (both input domains). On the synthetic
-# benchmark (16-epoch runs, full-resolution loss): 2e-3 beat 1e-3 for both segmenters (val mIoU latent 0.46 vs 0.39, pixel
-# 0.76 vs 0.56), and 4e-3 beat 2e-3 for both again (latent 0.606 vs 0.574, pixel 0.799 vs 0.750).
+# benchmark (16-epoch runs, full-resolution loss): 2e-3 beat 1e-3 for both segmenters (val mIoU
+# latent 0.46 vs 0.39, pixel 0.76 vs 0.56), and 4e-3 beat 2e-3 for both again (latent 0.606 vs
+# 0.574, pixel 0.799 vs 0.750).
 DEFAULT_LR = {"cls": 2e-3, "det": 2e-3, "seg": 4e-3}
 
 
