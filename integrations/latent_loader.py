@@ -1,8 +1,9 @@
 """Streaming mlcodec shards into training: a webdataset pipeline of latents or images.
 
 The decode stage batches across samples (``decode_batch``): entropy decoding is per image, the
-hyper-synthesis (and, for ``output="image"``, the synthesis) runs once per batch of same-shape
-latents. Every stage is a small picklable object, so the pipeline works in DataLoader workers;
+hyper-synthesis (and, for ``output="image"``, the synthesis) runs once per batch of latents of one
+codec, shape and quality. It sorts the incoming (shuffled) samples into such batches first, so a
+stream that mixes qualities still decodes in full batches. Every stage is a small picklable object, so the pipeline works in DataLoader workers;
 shards are split per node (``RANK``/``WORLD_SIZE`` or torch.distributed) and per worker.
 """
 
@@ -74,36 +75,50 @@ class DecodeStage:
             out["cls"] = label
         return out
 
-    def _flush(self, pending: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """Decode ``pending`` together; if any sample fails, find the culprit(s) one by one.
-        Each bitstream is unpacked (and its CRC checked) once, here."""
+    def _flush(self, pending: list[tuple[dict[str, Any], Bitstream]]) -> Iterator[dict[str, Any]]:
+        """Decode ``pending`` (samples and their unpacked bitstreams) together; if that fails,
+        find the culprit(s) one by one."""
         try:
-            streams = [unpack(s["mlc"]) for s in pending]
-            values = self._decode(streams)
+            values = self._decode([bs for _, bs in pending])
         except (BitstreamError, KeyError, ValueError):
             values = None
         if values is not None:
-            for s, bs, v in zip(pending, streams, values):
+            for (s, bs), v in zip(pending, values):
                 yield self._emit(s, bs, v)
             return
-        for s in pending:
+        for s, bs in pending:
             try:
-                if "mlc" not in s:
-                    raise KeyError("sample has no .mlc bitstream")
-                bs = unpack(s["mlc"])
                 yield self._emit(s, bs, self._decode([bs])[0])
             except (BitstreamError, KeyError, ValueError) as e:
                 self._fail(s, e)
 
     def __call__(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        pending: list[dict[str, Any]] = []
+        """Unpack each sample's bitstream (checking its CRC) as it arrives and queue it with
+        others of its codec, latent shape, quality and format; a queue is decoded when it holds
+        ``decode_batch`` samples. Samples come out in order within a queue. At most
+        ``4 * decode_batch`` wait in all: beyond that the fullest queue is decoded as it is, so
+        a stream of many different shapes keeps flowing."""
+        groups: dict[tuple, list[tuple[dict[str, Any], Bitstream]]] = {}
+        waiting = 0
         for sample in src:
-            pending.append(sample)
-            if len(pending) >= self.decode_batch:
-                yield from self._flush(pending)
-                pending = []
-        if pending:
-            yield from self._flush(pending)
+            try:
+                if "mlc" not in sample:
+                    raise KeyError("sample has no .mlc bitstream")
+                bs = unpack(sample["mlc"])
+            except (BitstreamError, KeyError, ValueError) as e:
+                self._fail(sample, e)
+                continue
+            h = bs.header
+            group = groups.setdefault((h.codec_id, h.latent_shape, h.quality, h.version), [])
+            group.append((sample, bs))
+            waiting += 1
+            if len(group) >= self.decode_batch or waiting >= 4 * self.decode_batch:
+                key = max(groups, key=lambda k: len(groups[k]))
+                full = groups.pop(key)
+                waiting -= len(full)
+                yield from self._flush(full)
+        for group in groups.values():
+            yield from self._flush(group)
 
 
 def _shard_error_handler(on_error: str):

@@ -231,3 +231,52 @@ def test_label_only_samples_skip_the_json_member():
     s = encode_sample("k", b"x", {"label": 3, "boxes": [[0, 0, 1, 1]]})
     assert decode_target(s) == {"label": 3, "boxes": [[0, 0, 1, 1]]} and s["cls"] == b"3"
     assert decode_target(encode_sample("k", b"x", {})) == {}
+
+
+def _raw_samples(folder):
+    import webdataset as wds
+
+    urls = sorted(str(p) for p in folder.glob("shard-*.tar"))
+    return list(wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()))
+
+
+def test_decode_stage_sorts_a_mixed_stream_into_full_batches(tmp_path):
+    from mlcodec.integrations.latent_loader import DecodeStage
+
+    rng = np.random.default_rng(8)
+    items = [(_img(rng), i) for i in range(10)]
+    write_shards(IterableSource(items[0::2]), tmp_path / "lo", quality=0.2, progress=False)
+    write_shards(IterableSource(items[1::2]), tmp_path / "hi", quality=0.8, progress=False)
+    lo, hi = _raw_samples(tmp_path / "lo"), _raw_samples(tmp_path / "hi")
+    for s in hi:
+        s["__key__"] = "hi" + s["__key__"]
+    mixed = [s for pair in zip(lo, hi) for s in pair]  # qualities alternate, as after a shuffle
+    stage, calls = DecodeStage(decode_batch=2), []
+    decode = stage._decode
+    stage._decode = lambda streams: calls.append([bs.header.quality for bs in streams]) or decode(streams)
+    got = {s["__key__"]: s["latent"] for s in stage(iter(mixed))}
+    assert sorted(got) == sorted(s["__key__"] for s in mixed)
+    assert all(len(set(c)) == 1 for c in calls)  # one quality per decode call
+    assert sorted(len(c) for c in calls) == [1, 1, 2, 2, 2, 2]  # 5 per quality: 2 + 2 + 1
+    codec = mlcodec.create_codec("mlcodec-hyperprior")
+    for s in mixed:
+        assert torch.equal(got[s["__key__"]], codec.decode_latent(s["mlc"]))
+
+
+def test_decode_stage_keeps_flowing_when_no_batch_fills(tmp_path):
+    from mlcodec.integrations.latent_loader import DecodeStage
+
+    rng = np.random.default_rng(9)
+    items = [(_img(rng, 10 + 64 * i, 24), i) for i in range(12)]  # 12 latent shapes (64-px padding)
+    write_shards(IterableSource(items), tmp_path / "s", progress=False)
+    raw, consumed = _raw_samples(tmp_path / "s"), []
+
+    def source():
+        for s in raw:
+            consumed.append(s["__key__"])
+            yield s
+
+    out = DecodeStage(decode_batch=2)(source())
+    next(out)
+    assert len(consumed) == 8  # 4 * decode_batch samples wait at most
+    assert len(list(out)) == 11
