@@ -85,8 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("-o", "--output", required=True, help="folder for the checkpoint and history")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, help="peak of the one-cycle schedule (default by task: "
-                   + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + "; pixel-det: ultralytics' own)")
+    by_task = ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items())
+    t.add_argument("--lr", type=float, help=f"peak of the one-cycle schedule (default by task: {by_task}; "
+                   "pixel-det: ultralytics' own)")
     t.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--stem", choices=STEMS, default="synthesis",
