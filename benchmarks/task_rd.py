@@ -32,7 +32,7 @@ from mlcodec.tasks.data import TaskSpec  # noqa: E402
 from mlcodec.tasks.evaluate import curves, evaluate_codecs, write_report  # noqa: E402
 from mlcodec.tasks.heads import STEMS  # noqa: E402
 from mlcodec.tasks.metrics import PRIMARY, primary  # noqa: E402
-from mlcodec.tasks.train import DEFAULT_LR, train_head  # noqa: E402
+from mlcodec.tasks.train import train_head  # noqa: E402
 from mlcodec.tasks.yolo import train_yolo  # noqa: E402
 
 TRAIN_QUALITIES = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -105,8 +105,7 @@ def main() -> None:
         epochs, pixel_epochs = args.epochs or LATENT_EPOCHS[task], args.pixel_epochs or PIXEL_EPOCHS[task]
         lat = train_head(task, latent_train, [work / "shards/val-q0.5"], heads, epochs=epochs,
                          lr=args.lr, workers=args.workers, stem=args.stem, progress=False)
-        lr = args.lr or DEFAULT_LR[task]
-        cost = {"latent": {"epochs": len(lat.history), "stem": args.stem, "lr": lr,
+        cost = {"latent": {"epochs": len(lat.history), "stem": args.stem, "lr": lat.lr,
                            "seconds_per_epoch": lat.history[-1].elapsed_seconds / len(lat.history),
                            "best": lat.best(task), "curve": curve(task, lat)}}
         if task == "det":
@@ -125,7 +124,7 @@ def main() -> None:
             pix = train_head(task, [work / "shards/jpeg-train"], [work / "shards/jpeg-val"], heads,
                              epochs=pixel_epochs, lr=args.lr, workers=args.workers, progress=False)
             reference = pix.checkpoint
-            cost["pixel"] = {"epochs": len(pix.history), "lr": lr,
+            cost["pixel"] = {"epochs": len(pix.history), "lr": pix.lr,
                              "seconds_per_epoch": pix.history[-1].elapsed_seconds / len(pix.history),
                              "best": pix.best(task), "curve": curve(task, pix)}
 
