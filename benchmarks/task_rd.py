@@ -75,7 +75,9 @@ def main() -> None:
     ap.add_argument("--stem", choices=STEMS, default="synthesis", help="latent heads' stem")
     ap.add_argument("--tasks", default="cls,seg,det")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=1, help="DataLoader workers")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="DataLoader workers (0: on this 2-core machine a worker process competes "
+                         "with the training threads; a one-epoch probe was faster with 0 on both sides)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     work, out = Path(args.work), Path(args.out)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from mlcodec.data.photos import RandomCrops, training_photos
 from mlcodec.imageio import to_tensor
-from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
+from mlcodec.models.gained_hyperprior import ForwardOutput, GainedMeanScaleHyperprior
 from mlcodec.weights import save_weights
 
 log = logging.getLogger(__name__)
@@ -102,17 +102,23 @@ def _init_from(model: GainedMeanScaleHyperprior, path: str, lambdas: tuple[float
         log.info("gains remapped from lambdas %s to %s", old, lambdas)
 
 
-def rd_loss(model: GainedMeanScaleHyperprior, x: torch.Tensor, q: torch.Tensor,
-            lambdas: tuple[float, ...], bf16: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, bpp, mse) of one batch, per-sample lambda weighting."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        out = model(x, q)
+def rd_terms(out: ForwardOutput, x: torch.Tensor, q: torch.Tensor,
+             lambdas: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, bpp, mse) of a forward pass ``out`` of batch ``x``, per-sample lambda weighting."""
     num_pixels = x.shape[2] * x.shape[3]
     bpp = (out.y_likelihoods.log2().sum((1, 2, 3)) + out.z_likelihoods.log2().sum((1, 2, 3)))
     bpp = -bpp / num_pixels
     mse = (out.x_hat.float() - x).pow(2).mean((1, 2, 3))
     loss = (lambda_for(q, lambdas) * 255**2 * mse + bpp).mean()
     return loss, bpp.mean(), mse.mean()
+
+
+def rd_loss(model: GainedMeanScaleHyperprior, x: torch.Tensor, q: torch.Tensor,
+            lambdas: tuple[float, ...], bf16: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, bpp, mse) of one batch, per-sample lambda weighting."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(x, q)
+    return rd_terms(out, x, q, lambdas)
 
 
 def _cached_latents(model: GainedMeanScaleHyperprior, photos, sides=(768, 448), min_size: int = 16):
@@ -276,11 +282,14 @@ def train(cfg: TrainConfig) -> Path:
     return export(model, cfg, out / "weights.safetensors")
 
 
-def export(model: GainedMeanScaleHyperprior, cfg: TrainConfig, path: Path) -> Path:
-    """Build the CDF tables and write float32 weights plus the recipe as metadata."""
+def export(model: GainedMeanScaleHyperprior, cfg: TrainConfig, path: Path,
+           extra: dict | None = None) -> Path:
+    """Build the CDF tables and write float32 weights plus the recipe (and ``extra``, e.g. a
+    fine-tuning recipe) as metadata."""
     model = model.cpu().float().eval()
     model.update(force=True)
-    save_weights(model, path, {"config": {k: v for k, v in asdict(cfg).items()
+    save_weights(model, path, {**(extra or {}),
+                               "config": {k: v for k, v in asdict(cfg).items()
                                           if k not in ("device", "threads", "extra")},
                                "architecture": {"N": model.N, "M": model.M,
                                                 "num_levels": model.num_levels,

@@ -69,6 +69,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune_codec(args: argparse.Namespace) -> int:
+    from mlcodec.registry import codec_config, pretrained_path
+
+    from .codec_tuning import TuneConfig, tune_codec
+
+    init = args.init or str(pretrained_path(codec_config("mlcodec-hyperprior")))
+    cfg = TuneConfig(init=init, out=args.output, tasks=tuple(args.tasks.split(",")),
+                     task_weight=args.task_weight, scenes=args.scenes, scene_seed=args.scene_seed,
+                     data=tuple(args.data), batch_size=args.batch_size, patch=args.patch,
+                     scene_batch=args.scene_batch, lr=args.lr, steps=args.steps,
+                     minutes=args.minutes, workers=args.workers, device=args.device, seed=args.seed)
+    print(f"weights: {tune_codec(cfg)}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from . import list_heads
     from .data import TASKS
@@ -94,6 +109,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="latent heads: start from the codec's frozen first synthesis stage "
                         "(default) or a learned upsampling")
     t.set_defaults(func=cmd_train_head)
+
+    u = sub.add_parser("tune-codec", help="fine-tune the codec with task losses on its latent "
+                       "(multi-task, MTCE-style; see mlcodec.tasks.codec_tuning)")
+    u.add_argument("--init", help="weights to start from (default: the packaged mlcodec-hyperprior)")
+    u.add_argument("-o", "--output", default="runs/mlcodec-tuned", help="run folder (reruns resume)")
+    u.add_argument("--tasks", default="cls,seg", help="task losses during tuning: cls, seg")
+    u.add_argument("--task-weight", type=float, default=0.3, help="weight of the summed task losses")
+    u.add_argument("--scenes", type=int, default=12000, help="synthetic scenes generated up front")
+    u.add_argument("--scene-seed", type=int, default=1000,
+                   help="synthetic seed (the task benchmark uses 0 and 1: keep it apart)")
+    u.add_argument("--scene-batch", type=int, default=32)
+    u.add_argument("--data", nargs="*", default=[], help="photo folders (scripts/fetch_photos.sh)")
+    u.add_argument("--batch-size", type=int, default=16, help="photo crops per step")
+    u.add_argument("--patch", type=int, default=256)
+    u.add_argument("--lr", type=float, default=1e-4)
+    u.add_argument("--steps", type=int, default=10000)
+    u.add_argument("--minutes", type=float, default=0.0, help="stop after this long (0: by steps)")
+    u.add_argument("--workers", type=int, default=0, help="scene-generating processes (0: all cores)")
+    u.add_argument("--device", default="cpu")
+    u.add_argument("--seed", type=int, default=0)
+    u.set_defaults(func=cmd_tune_codec)
 
     e = sub.add_parser("eval", help="task metric vs bitrate for codecs and qualities (CSV, JSON, plot)")
     e.add_argument("--task", required=True, choices=TASKS)

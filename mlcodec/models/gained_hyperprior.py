@@ -36,6 +36,9 @@ class ForwardOutput(NamedTuple):
     x_hat: Tensor
     y_likelihoods: Tensor
     z_likelihoods: Tensor
+    #: the dequantized latent in the quality-independent scale (``y_hat x igain``): what the codec
+    #: decodes for task heads, here with straight-through rounding so task losses reach ``g_a``
+    latent: Tensor
 
 
 class GainedMeanScaleHyperprior(nn.Module):
@@ -147,8 +150,9 @@ class GainedMeanScaleHyperprior(nn.Module):
             scales, means = self.hyper_synthesis(z_hat, inv_hgain)
             _, y_likelihoods = self.gaussian_conditional(y_g, scales, means=means)
             y_hat = (torch.round(y_g - means) + means - y_g).detach() + y_g
-        x_hat = self.g_s(y_hat * inv_gain)
-        return ForwardOutput(x_hat, y_likelihoods, z_likelihoods)
+        latent = y_hat * inv_gain
+        x_hat = self.g_s(latent)
+        return ForwardOutput(x_hat, y_likelihoods, z_likelihoods, latent)
 
     def aux_loss(self) -> Tensor:
         return self.entropy_bottleneck.loss()
