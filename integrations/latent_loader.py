@@ -3,7 +3,8 @@
 The decode stage batches across samples (``decode_batch``): entropy decoding is per image, the
 hyper-synthesis (and, for ``output="image"``, the synthesis) runs once per batch of latents of one
 codec, shape and quality. It sorts the incoming (shuffled) samples into such batches first, so a
-stream that mixes qualities still decodes in full batches. Every stage is a small picklable
+stream that mixes qualities still decodes in full batches, and hands them on in their incoming
+order. Every stage is a small picklable
 object, so the pipeline works in DataLoader workers; shards are split per node
 (``RANK``/``WORLD_SIZE`` or torch.distributed) and per worker.
 """
@@ -76,31 +77,35 @@ class DecodeStage:
             out["cls"] = label
         return out
 
-    def _flush(self, pending: list[tuple[dict[str, Any], Bitstream]]) -> Iterator[dict[str, Any]]:
-        """Decode ``pending`` (samples and their unpacked bitstreams) together; if that fails,
-        find the culprit(s) one by one."""
+    def _flush(self, pending: list[tuple[int, dict[str, Any], Bitstream]],
+               ready: dict[int, dict[str, Any] | None]) -> None:
+        """Decode ``pending`` (sequence numbers, samples, unpacked bitstreams) together into
+        ``ready``; if that fails, find the culprit(s) one by one (``None`` marks a skipped one)."""
         try:
-            values = self._decode([bs for _, bs in pending])
+            values = self._decode([bs for _, _, bs in pending])
         except (BitstreamError, KeyError, ValueError):
             values = None
         if values is not None:
-            for (s, bs), v in zip(pending, values):
-                yield self._emit(s, bs, v)
+            for (i, s, bs), v in zip(pending, values):
+                ready[i] = self._emit(s, bs, v)
             return
-        for s, bs in pending:
+        for i, s, bs in pending:
             try:
-                yield self._emit(s, bs, self._decode([bs])[0])
+                ready[i] = self._emit(s, bs, self._decode([bs])[0])
             except (BitstreamError, KeyError, ValueError) as e:
+                ready[i] = None
                 self._fail(s, e)
 
     def __call__(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Unpack each sample's bitstream (checking its CRC) as it arrives and queue it with
         others of its codec, latent shape, quality and format; a queue is decoded when it holds
-        ``decode_batch`` samples. Samples come out in order within a queue. At most
-        ``4 * decode_batch`` wait in all: beyond that the fullest queue is decoded as it is, so
-        a stream of many different shapes keeps flowing."""
-        groups: dict[tuple, list[tuple[dict[str, Any], Bitstream]]] = {}
-        waiting = 0
+        ``decode_batch`` samples. Samples come out in the order they came in, so training batches
+        mix qualities as the shuffled stream does. At most ``8 * decode_batch`` samples are held
+        back: beyond that the queue holding the oldest is decoded as it is, so a stream of many
+        different shapes keeps flowing."""
+        groups: dict[tuple, list[tuple[int, dict[str, Any], Bitstream]]] = {}
+        ready: dict[int, dict[str, Any] | None] = {}
+        received = emitted = 0
         for sample in src:
             try:
                 if "mlc" not in sample:
@@ -110,16 +115,28 @@ class DecodeStage:
                 self._fail(sample, e)
                 continue
             h = bs.header
-            group = groups.setdefault((h.codec_id, h.latent_shape, h.quality, h.version), [])
-            group.append((sample, bs))
-            waiting += 1
-            if len(group) >= self.decode_batch or waiting >= 4 * self.decode_batch:
-                key = max(groups, key=lambda k: len(groups[k]))
-                full = groups.pop(key)
-                waiting -= len(full)
-                yield from self._flush(full)
-        for group in groups.values():
-            yield from self._flush(group)
+            key = (h.codec_id, h.latent_shape, h.quality, h.version)
+            group = groups.setdefault(key, [])
+            group.append((received, sample, bs))
+            received += 1
+            if len(group) >= self.decode_batch:
+                self._flush(groups.pop(key), ready)
+            while True:
+                while emitted in ready:
+                    out = ready.pop(emitted)
+                    emitted += 1
+                    if out is not None:
+                        yield out
+                if received - emitted <= 8 * self.decode_batch:
+                    break
+                oldest = min(groups, key=lambda k: groups[k][0][0])  # it holds sample `emitted`
+                self._flush(groups.pop(oldest), ready)
+        for key in sorted(groups, key=lambda k: groups[k][0][0]):
+            self._flush(groups[key], ready)
+        for i in range(emitted, received):
+            out = ready.pop(i)
+            if out is not None:
+                yield out
 
 
 def _shard_error_handler(on_error: str):
@@ -153,7 +170,8 @@ def latent_dataset(
         urls: shard paths/URLs (brace patterns allowed) or a list of them.
         output: ``"latent"`` yields the dequantized latent ``y_hat`` (no synthesis transform);
             ``"image"`` yields decoded ``uint8`` image tensors ``3xHxW``.
-        codec: decode with this registered codec; by default the one each bitstream names.
+        codec: decode with this codec (a registered name, or ``NAME:WEIGHTS`` for trained
+            weights); by default the one each bitstream names, with its packaged weights.
         shuffle: sample shuffle buffer size (0 = no shuffling).
         shardshuffle: shuffle the shard order each epoch (``True`` or a buffer size).
         epoch_length: make the dataset this many samples long per epoch (``with_epoch``).

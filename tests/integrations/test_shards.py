@@ -254,8 +254,9 @@ def test_decode_stage_sorts_a_mixed_stream_into_full_batches(tmp_path):
     stage, calls = DecodeStage(decode_batch=2), []
     decode = stage._decode
     stage._decode = lambda streams: calls.append([bs.header.quality for bs in streams]) or decode(streams)
-    got = {s["__key__"]: s["latent"] for s in stage(iter(mixed))}
-    assert sorted(got) == sorted(s["__key__"] for s in mixed)
+    out = list(stage(iter(mixed)))
+    assert [s["__key__"] for s in out] == [s["__key__"] for s in mixed]  # order kept
+    got = {s["__key__"]: s["latent"] for s in out}
     assert all(len(set(c)) == 1 for c in calls)  # one quality per decode call
     assert sorted(len(c) for c in calls) == [1, 1, 2, 2, 2, 2]  # 5 per quality: 2 + 2 + 1
     codec = mlcodec.create_codec("mlcodec-hyperprior")
@@ -267,16 +268,17 @@ def test_decode_stage_keeps_flowing_when_no_batch_fills(tmp_path):
     from mlcodec.integrations.latent_loader import DecodeStage
 
     rng = np.random.default_rng(9)
-    items = [(_img(rng, 10 + 64 * i, 24), i) for i in range(12)]  # 12 latent shapes (64-px padding)
-    write_shards(IterableSource(items), tmp_path / "s", progress=False)
-    raw, consumed = _raw_samples(tmp_path / "s"), []
+    consumed: list[str] = []
 
     def source():
         for s in raw:
             consumed.append(s["__key__"])
             yield s
 
+    items = [(_img(rng, 10 + 64 * i, 24), i) for i in range(20)]  # 20 latent shapes
+    write_shards(IterableSource(items), tmp_path / "t", progress=False)
+    raw = _raw_samples(tmp_path / "t")
     out = DecodeStage(decode_batch=2)(source())
-    next(out)
-    assert len(consumed) == 8  # 4 * decode_batch samples wait at most
-    assert len(list(out)) == 11
+    first = next(out)
+    assert len(consumed) == 17  # 8 * decode_batch samples are held back at most
+    assert [first["__key__"]] + [s["__key__"] for s in out] == [s["__key__"] for s in raw]
