@@ -6,6 +6,7 @@ from PIL import Image
 import mlcodec
 from mlcodec.bitstream import read_header, unpack
 from mlcodec.metrics import psnr
+from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
 
 ALL = mlcodec.list_codecs()
 LEARNED = mlcodec.list_codecs(kind="learned")
@@ -230,11 +231,17 @@ def test_decoding_does_not_depend_on_the_batch(photo):
     assert [codec.compress(c, 0.1) for c in crops[0::3][:4]] == datas[:4]
 
 
-def test_hyper_synthesis_is_bitwise_independent_of_the_batch():
-    """What the test above needs, checked where a rare index flip starts: every float."""
-    model = mlcodec.create_codec("mlcodec-hyperprior").model
+@pytest.mark.parametrize("hyper_kernel", [1, 3])
+def test_hyper_synthesis_is_bitwise_independent_of_the_batch(hyper_kernel):
+    """What the test above needs, checked where a rare index flip starts: every float. The
+    packaged model's last hyper-synthesis layer is 1x1; models from train-codec have 3x3."""
+    if hyper_kernel == 1:
+        model = mlcodec.create_codec("mlcodec-hyperprior").model
+    else:
+        torch.manual_seed(3)
+        model = GainedMeanScaleHyperprior(N=32, M=32, hyper_kernel=3).eval()
     gen = torch.Generator().manual_seed(0)
-    for hw in ((1, 1), (2, 2), (4, 6)):  # small images are where a batched 1x1 conv differed
+    for hw in ((1, 1), (2, 2), (4, 6)):  # small images are where a batched conv differed
         z = torch.randn(32, model.N, *hw, generator=gen).mul(4).round()
         q = torch.rand(32, generator=gen)
         with torch.inference_mode():

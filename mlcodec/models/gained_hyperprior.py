@@ -119,14 +119,15 @@ class GainedMeanScaleHyperprior(nn.Module):
         """Scales and means of the gained latent from the (gained, quantized) hyper-latent.
 
         The range coder's tables are picked by these scales, so encoder and decoder must compute
-        them bit for bit alike, whatever else shares the batch. The convolutions and transposed
-        convolutions here give per-image results that do not depend on the batch, but a 1x1
-        convolution runs as one matrix product over the whole batch, whose blocking (and so its
-        rounding) changes with the batch size: at inference it runs image by image.
+        them bit for bit alike, whatever else shares the batch. The transposed convolutions here
+        give per-image results that do not depend on the batch, but the last convolution (1x1,
+        and 3x3 too on the small hyper-latents of small images) runs as one matrix product over the
+        whole batch, whose blocking (and so its rounding) changes with the batch size: at
+        inference it runs image by image.
         """
         h = self.h_s[:-1](z_hat_g * inv_hgain)
         last = self.h_s[-1]
-        if self.hyper_kernel == 1 and not torch.is_grad_enabled():
+        if not torch.is_grad_enabled():
             out = torch.cat([last(h[i : i + 1]) for i in range(h.shape[0])])
         else:
             out = last(h)
