@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 import mlcodec
+from mlcodec.cli import codec_arg
 
 
 def _source(args: argparse.Namespace):
@@ -79,9 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--label-column", action="append", default=[], help="repeatable")
     s.add_argument("-o", "--output", required=True, help="output folder for shards + manifest")
     s.add_argument("--quality", type=float, default=mlcodec.DEFAULT_QUALITY)
-    s.add_argument("--codec", default=mlcodec.DEFAULT_CODEC, choices=mlcodec.list_codecs(),
-                   help="a learned codec (latent shards) or jpeg/webp/avif (image shards for "
-                        "pixel-domain references; not resumable)")
+    s.add_argument("--codec", default=mlcodec.DEFAULT_CODEC, type=codec_arg(),
+                   help="a learned codec (latent shards; NAME:WEIGHTS for trained weights) or "
+                        "jpeg/webp/avif (image shards for pixel-domain references; not resumable)")
     s.add_argument("--workers", type=int, default=0,
                    help="encoding processes (0 = in process); with --ray, the actors (0 = one per CPU)")
     s.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",

@@ -123,7 +123,7 @@ def begin_job(out: Path, source: Source, codec: str, quality: float,
                          f"choose one of {mlcodec.list_codecs(kind='learned')}")
     c = mlcodec.create_codec(codec)
     fingerprint = c.fingerprint(quality).hex()  # type: ignore[attr-defined]
-    _check_job(out, {"codec": codec, "fingerprint": fingerprint, "quality": float(quality),
+    _check_job(out, {"codec": c.name, "fingerprint": fingerprint, "quality": float(quality),
                      **settings, "source": source.describe()})
     for stale in out.glob("*.tmp"):
         stale.unlink()

@@ -67,11 +67,31 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decoder(data: bytes, cache: dict[int, Codec]) -> Codec:
+def _decoder(data: bytes, cache: dict[int, Codec], spec: str | None = None) -> Codec:
+    """The codec for a bitstream: ``spec`` (e.g. ``NAME:WEIGHTS``) if given, else the one its header
+    names, with the packaged weights."""
     cid = read_header(data).codec_id
     if cid not in cache:
-        cache[cid] = codec_for(data)
+        cache[cid] = create_codec(spec) if spec else codec_for(data)
     return cache[cid]
+
+
+def codec_arg(kind: str | None = None):
+    """An argparse ``type`` for ``--codec``: a registered name, or ``NAME:WEIGHTS``."""
+    def parse(text: str) -> str:
+        try:
+            config = codec_config(text)
+        except (ValueError, FileNotFoundError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if kind is not None and config.kind != kind:
+            raise argparse.ArgumentTypeError(f"{text} is a {config.kind} codec; choose one of "
+                                             f"{', '.join(list_codecs(kind=kind))}")
+        return text
+    return parse
+
+
+def codec_help(kind: str | None = None) -> str:
+    return f"{', '.join(list_codecs(kind=kind))}, or NAME:WEIGHTS for trained weights"
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -84,7 +104,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     for path, rel in tqdm(files, desc="decode", unit="img", disable=args.quiet):
         data = path.read_bytes()
         try:
-            image = _decoder(data, codecs).decompress(data)
+            image = _decoder(data, codecs, args.codec).decompress(data)
         except BitstreamError as e:
             raise CliError(f"{path}: {e}") from e
         dest = (out / rel).with_suffix(".png")
@@ -100,7 +120,9 @@ def _decode_shards(args: argparse.Namespace) -> int:
 
     shards = shard_files(args.files)
     manifest = shards[0].parent / "manifest.json"
-    class_names = json.loads(manifest.read_text()).get("class_names", []) if manifest.exists() else []
+    meta = json.loads(manifest.read_text()) if manifest.exists() else {}
+    class_names = meta.get("class_names", [])
+    spec = args.codec or (meta.get("codec") if ":" in meta.get("codec", "") else None)
     wanted = set(args.keys or [])
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +134,7 @@ def _decode_shards(args: argparse.Namespace) -> int:
         if "mlc" not in s.fields:
             raise CliError(f"{s.shard} key {s.key}: no .mlc bitstream in the sample")
         try:
-            image = _decoder(s.fields["mlc"], codecs).decompress(s.fields["mlc"])
+            image = _decoder(s.fields["mlc"], codecs, spec).decompress(s.fields["mlc"])
         except BitstreamError as e:
             raise CliError(f"{s.shard} key {s.key}: {e}") from e
         image.save(out / f"{s.key}.png")
@@ -191,7 +213,7 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
                       init=args.init or "", minutes=args.minutes, distill_hyper=args.distill_hyper,
                       **({"lambdas": tuple(args.lambdas)} if args.lambdas else {}))
     path = train(cfg)
-    print(f"weights written to {path}")
+    print(f"weights written to {path}\nuse them as --codec mlcodec-hyperprior:{path}")
     return 0
 
 
@@ -205,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("sources", nargs="+")
     c.add_argument("-o", "--output", required=True, help="output folder")
     c.add_argument("--quality", type=float, default=DEFAULT_QUALITY, help="0 (smallest) .. 1 (best)")
-    c.add_argument("--codec", default=DEFAULT_CODEC, choices=list_codecs())
+    c.add_argument("--codec", default=DEFAULT_CODEC, type=codec_arg(), help=codec_help())
     c.set_defaults(func=cmd_compress)
 
     d = sub.add_parser("decode", help=".mlc files, or shards, to PNG (shards: + contact sheet)")
@@ -213,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", required=True, help="output folder")
     d.add_argument("--keys", nargs="*", help="shards: decode these sample keys")
     d.add_argument("--first", type=int, default=16, help="shards: decode the first N samples")
+    d.add_argument("--codec", type=codec_arg("learned"),
+                   help="decode with this codec, e.g. NAME:WEIGHTS for trained weights (default: the "
+                        "codec each bitstream names; shards: their manifest's)")
     d.set_defaults(func=cmd_decode)
 
     i = sub.add_parser("info", help="print the header of an .mlc file")
@@ -224,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-o", "--output", help="folder for the bitstreams and PNGs (default: a temp dir)")
     m.add_argument("--quality", type=float, default=DEFAULT_QUALITY)
     m.add_argument("--size", type=int, default=256, help="long side of the demo photos")
-    m.add_argument("--codec", default=DEFAULT_CODEC, choices=list_codecs(kind="learned"))
+    m.add_argument("--codec", default=DEFAULT_CODEC, type=codec_arg("learned"),
+                   help=codec_help("learned"))
     m.set_defaults(func=cmd_demo)
 
     y = sub.add_parser("synth", help="write the procedural task benchmark (ImageFolder, COCO, YOLO)")

@@ -1,7 +1,18 @@
-"""The one table of codec names (timm-style): ``create_codec``, ``list_codecs``, ``codec_for``."""
+"""The one table of codec names (timm-style): ``create_codec``, ``list_codecs``, ``codec_for``.
+
+A learned codec can be given weights of its own, from ``mlcodec train-codec`` or ``mlcodec
+tune-codec``, as ``NAME:WEIGHTS``::
+
+    codec = create_codec("mlcodec-hyperprior:runs/tuned/weights.safetensors")
+
+Such a spec works wherever a codec name does (shard jobs, loaders, ``--codec``); shard manifests
+record it with the weights' absolute path, and the fingerprint in every bitstream still checks
+that the weights are the ones it was written with.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from importlib import resources
 from pathlib import Path
@@ -65,15 +76,31 @@ def list_codecs(pattern: str = "*", kind: str | None = None) -> list[str]:
 
 
 def codec_config(name: str) -> CodecConfig:
+    """The registry row of ``name``; for ``NAME:WEIGHTS``, a copy naming those weights (the name
+    becomes ``NAME:/absolute/path``). Raises ValueError for an unknown name or a codec that takes
+    no weights file, FileNotFoundError for a missing file."""
+    base, sep, weights = name.partition(":")
     try:
-        return _CODECS[name]
+        config = _CODECS[base]
     except KeyError:
-        raise ValueError(f"Unknown codec {name!r}; see mlcodec.list_codecs(): {list_codecs()}") from None
+        raise ValueError(f"Unknown codec {base!r}; see mlcodec.list_codecs(): {list_codecs()}") from None
+    if not sep:
+        return config
+    if config.weights is None:
+        raise ValueError(f"{base} takes no weights file (in {name!r}); only "
+                         f"{', '.join(c.name for c in _CODECS.values() if c.weights)} do")
+    path = Path(weights).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"No weights file at {path} (codec {name!r})")
+    return dataclasses.replace(config, name=f"{base}:{path}", weights=str(path))
 
 
 def pretrained_path(config: CodecConfig) -> Path:
+    """The weights file of a learned codec: packaged, or the one a ``NAME:WEIGHTS`` spec names."""
     if config.weights is None:
         raise ValueError(f"{config.name} ships no weights in the package")
+    if Path(config.weights).is_absolute():
+        return Path(config.weights)
     path = Path(str(resources.files("mlcodec.pretrained") / config.weights))
     if not path.is_file():
         raise FileNotFoundError(
@@ -83,7 +110,8 @@ def pretrained_path(config: CodecConfig) -> Path:
 
 
 def create_codec(name: str = DEFAULT_CODEC, pretrained: bool = True, device: str = "cpu") -> Codec:
-    """Build a registered codec; ``pretrained=False`` gives random weights (for tests)."""
+    """Build a registered codec, or ``NAME:WEIGHTS`` with weights of its own; ``pretrained=False``
+    gives random weights (for tests)."""
     config = codec_config(name)
     return config.builder(config, pretrained, device)
 

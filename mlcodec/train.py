@@ -90,7 +90,10 @@ def remap_gains(model: GainedMeanScaleHyperprior, old: tuple[float, ...],
             table.copy_((t[i - 1] * (1 - f) + t[i] * f).to(table.dtype))
 
 
-def _init_from(model: GainedMeanScaleHyperprior, path: str, lambdas: tuple[float, ...]) -> None:
+def init_from_weights(model: GainedMeanScaleHyperprior, path: str,
+                      lambdas: tuple[float, ...]) -> None:
+    """Load exported weights into ``model``; re-interpolate the gains when ``lambdas`` differ from
+    the ones they were trained with."""
     from mlcodec.weights import load_weights, read_metadata
 
     load_weights(model, path)
@@ -212,7 +215,7 @@ def train(cfg: TrainConfig) -> Path:
         arch = read_metadata(cfg.init).get("architecture", {})
         model = GainedMeanScaleHyperprior(cfg.N, cfg.M, num_levels=len(cfg.lambdas),
                                           hyper_kernel=arch.get("hyper_kernel", 3)).to(cfg.device)
-        _init_from(model, cfg.init, cfg.lambdas)
+        init_from_weights(model, cfg.init, cfg.lambdas)
     else:
         model = GainedMeanScaleHyperprior(cfg.N, cfg.M, num_levels=len(cfg.lambdas)).to(cfg.device)
         model.init_gains(list(cfg.lambdas))

@@ -74,13 +74,19 @@ def cmd_tune_codec(args: argparse.Namespace) -> int:
 
     from .codec_tuning import TuneConfig, tune_codec
 
+    source = None
+    if args.src or args.coco:
+        from mlcodec.integrations.cli import _source
+
+        source = _source(args)
     init = args.init or str(pretrained_path(codec_config("mlcodec-hyperprior")))
-    cfg = TuneConfig(init=init, out=args.output, tasks=tuple(args.tasks.split(",")),
+    cfg = TuneConfig(init=init, out=args.output, tasks=tuple(args.tasks.split(",")), scene_size=args.size,
                      task_weight=args.task_weight, scenes=args.scenes, scene_seed=args.scene_seed,
                      data=tuple(args.data), batch_size=args.batch_size, patch=args.patch,
                      scene_batch=args.scene_batch, lr=args.lr, steps=args.steps,
                      minutes=args.minutes, workers=args.workers, device=args.device, seed=args.seed)
-    print(f"weights: {tune_codec(cfg)}")
+    path = tune_codec(cfg, source)
+    print(f"weights: {path}\nuse them as --codec mlcodec-hyperprior:{path} (shards, eval, decode)")
     return 0
 
 
@@ -112,11 +118,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     u = sub.add_parser("tune-codec", help="fine-tune the codec with task losses on its latent "
                        "(multi-task, MTCE-style; see mlcodec.tasks.codec_tuning)")
+    u.add_argument("src", nargs="?", help="task data: an image folder (root/<class>/<image>; cls "
+                   "only); default: procedural scenes")
+    u.add_argument("--coco", help="task data: COCO instances JSON (masks for seg; image 'label's for cls)")
+    u.add_argument("--images", help="image folder for --coco")
     u.add_argument("--init", help="weights to start from (default: the packaged mlcodec-hyperprior)")
     u.add_argument("-o", "--output", default="runs/mlcodec-tuned", help="run folder (reruns resume)")
     u.add_argument("--tasks", default="cls,seg", help="task losses during tuning: cls, seg")
     u.add_argument("--task-weight", type=float, default=0.3, help="weight of the summed task losses")
-    u.add_argument("--scenes", type=int, default=12000, help="synthetic scenes generated up front")
+    u.add_argument("--scenes", type=int, default=12000,
+                   help="procedural scenes generated up front, or at most this many dataset samples")
+    u.add_argument("--size", type=int, default=128, help="task images are resized to SIZE x SIZE")
     u.add_argument("--scene-seed", type=int, default=1000,
                    help="synthetic seed (the task benchmark uses 0 and 1: keep it apart)")
     u.add_argument("--scene-batch", type=int, default=32)
@@ -129,7 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--workers", type=int, default=0, help="scene-generating processes (0: all cores)")
     u.add_argument("--device", default="cpu")
     u.add_argument("--seed", type=int, default=0)
-    u.set_defaults(func=cmd_tune_codec)
+    u.set_defaults(func=cmd_tune_codec, hf=None)
 
     e = sub.add_parser("eval", help="task metric vs bitrate for codecs and qualities (CSV, JSON, plot)")
     e.add_argument("--task", required=True, choices=TASKS)

@@ -20,9 +20,11 @@ shaped jointly by several task losses. It is not their full method: there is no 
 alignment, and no diffusion-based invariant knowledge learning (DIKL). Tasks left out of
 ``tasks`` (detection, by default) are the check on unseen tasks.
 
-The scenes come from :mod:`mlcodec.data.synthetic` under a seed of their own (default 1000). The
-task benchmark's train and val splits use seeds 0 and 1, so tuning never sees them. All scenes are
-generated up front, in parallel, and kept on the training device.
+The task data is either a dataset (:class:`~mlcodec.data.sources.Source`: ImageFolder labels for
+cls, COCO masks for seg), every image resized to ``scene_size`` squared, or by default scenes from
+:mod:`mlcodec.data.synthetic` under a seed of their own (1000; the task benchmark's train and val
+splits use seeds 0 and 1, so tuning never sees them). Either is loaded up front, in parallel, and
+kept on the training device.
 """
 
 from __future__ import annotations
@@ -37,14 +39,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 from mlcodec.data.photos import RandomCrops, training_photos
+from mlcodec.data.sources import Source
 from mlcodec.data.synthetic import CLASS_NAMES, SyntheticScenes
 from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
-from mlcodec.train import TrainConfig, _init_from, export, rd_terms
+from mlcodec.train import TrainConfig, export, init_from_weights, rd_terms
 from mlcodec.weights import read_metadata
 
+from .data import TaskSpec, semantic_map
 from .heads import LatentClassifier, LatentSegmenter
 from .losses import segmentation_loss
 
@@ -59,7 +64,7 @@ class TuneConfig:
     out: str = "runs/mlcodec-tuned"
     tasks: tuple[str, ...] = TUNING_TASKS
     task_weight: float = 0.3
-    scenes: int = 12000
+    scenes: int = 12000  # synthetic scenes generated, or at most this many samples of a dataset
     scene_size: int = 128
     scene_seed: int = 1000
     scene_batch: int = 32
@@ -74,10 +79,44 @@ class TuneConfig:
     steps: int = 10000
     minutes: float = 0.0
     seed: int = 0
-    workers: int = 0  # processes generating scenes (0: all cores)
+    workers: int = 0  # processes preparing the task data (0: all cores)
     save_every: int = 1000
     device: str = "cpu"
     progress: bool = True
+
+
+@dataclass
+class TuningData:
+    """Task data kept on the training device: images ``(N, 3, S, S)`` uint8, image labels ``(N,)``
+    (-1: none), semantic maps ``(N, S, S)`` uint8 (0 background, class + 1), class count."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    semantic: torch.Tensor
+    num_classes: int
+
+    @staticmethod
+    def stack(items: list[tuple[np.ndarray, int, np.ndarray]], num_classes: int) -> TuningData:
+        if not items:
+            raise ValueError("no task data: the dataset is empty")
+        images = torch.from_numpy(np.stack([im for im, _, _ in items])).permute(0, 3, 1, 2)
+        return TuningData(images.contiguous(), torch.tensor([c for _, c, _ in items], dtype=torch.long),
+                          torch.from_numpy(np.stack([m for _, _, m in items]).astype(np.uint8)),
+                          num_classes)
+
+    def to(self, device: str) -> TuningData:
+        return TuningData(self.images.to(device), self.labels.to(device), self.semantic.to(device),
+                          self.num_classes)
+
+    def batch(self, n: int, gen: torch.Generator, device: str):
+        """``n`` random samples, flipped left-right at random: (images 0..1, labels, maps)."""
+        idx = torch.randint(len(self.images), (n,), generator=gen).to(self.images.device)
+        x = self.images[idx].to(device, non_blocking=True).float().div_(255.0)
+        c, m = self.labels[idx].to(device), self.semantic[idx].to(device).long()
+        flip = (torch.rand(n, generator=gen) < 0.5).to(device)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        m = torch.where(flip[:, None, None], m.flip(-1), m)
+        return x, c, m
 
 
 _WORKER_SCENES: SyntheticScenes | None = None  # one generator per pool process
@@ -94,27 +133,73 @@ def _scene(i: int) -> tuple[np.ndarray, int, np.ndarray]:
     return np.asarray(s.image, np.uint8), s.label, s.semantic
 
 
-def scene_pool(count: int, size: int, seed: int, workers: int = 0):
-    """``count`` synthetic scenes as tensors: images ``(N, 3, S, S)`` uint8, main-object class
-    ``(N,)`` and semantic maps ``(N, S, S)`` (0 background, class + 1)."""
+def scene_pool(count: int, size: int, seed: int, workers: int = 0) -> TuningData:
+    """``count`` synthetic scenes of ``size`` squared (:class:`TuningData`)."""
     workers = min(workers or mp.cpu_count(), max(1, count // 64))
     with mp.get_context("fork").Pool(workers, _init_worker, (count, size, seed)) as pool:
         items = pool.map(_scene, range(count), chunksize=64)
-    images = torch.from_numpy(np.stack([im for im, _, _ in items])).permute(0, 3, 1, 2).contiguous()
-    labels = torch.tensor([c for _, c, _ in items], dtype=torch.long)
-    semantic = torch.from_numpy(np.stack([m for _, _, m in items])).long()
-    return images, labels, semantic
+    return TuningData.stack(items, len(CLASS_NAMES))
 
 
-def build_heads(tasks: tuple[str, ...], channels: int) -> torch.nn.ModuleDict:
+_WORKER_SOURCE: tuple[Source, int, tuple[str, ...]] | None = None
+
+
+def _init_source(source: Source, size: int, tasks: tuple[str, ...]) -> None:
+    global _WORKER_SOURCE
+    _WORKER_SOURCE = (source, size, tasks)
+
+
+def _sample(i: int) -> tuple[np.ndarray, int, np.ndarray]:
+    assert _WORKER_SOURCE is not None
+    source, size, tasks = _WORKER_SOURCE
+    s = source[i]
+    where = f"sample {s.key} ({s.origin or i})"
+    im = s.image if isinstance(s.image, Image.Image) else Image.fromarray(np.asarray(s.image))
+    im = im.convert("RGB")
+    label = -1
+    if "cls" in tasks:
+        if "label" not in s.target:
+            raise ValueError(f"{where} has no 'label': tuning with cls needs image labels "
+                             "(ImageFolder layout, or COCO images with a 'label'); drop cls from tasks")
+        label = int(s.target["label"])
+    semantic = np.zeros((size, size), np.uint8)
+    if "seg" in tasks:
+        if "segmentation" not in s.target:
+            raise ValueError(f"{where} has no 'segmentation': tuning with seg needs instance masks "
+                             "(a COCO source); drop seg from tasks")
+        spec = TaskSpec("seg", tuple(source.class_names), tuple(getattr(source, "category_ids", ())))
+        full = semantic_map(s.target, spec, im.height, im.width).astype(np.uint8)
+        semantic = np.asarray(Image.fromarray(full).resize((size, size), Image.NEAREST))
+    return np.asarray(im.resize((size, size), Image.BILINEAR), np.uint8), label, semantic
+
+
+def source_pool(source: Source, size: int, tasks: tuple[str, ...], limit: int = 0,
+                workers: int = 0) -> TuningData:
+    """A dataset as tuning data: ``limit`` samples at most (evenly spaced), each image resized to
+    ``size`` squared (aspect ratio not kept), its ``label`` and its semantic map (nearest)."""
+    if not source.class_names:
+        raise ValueError(f"{source.name}: tuning needs class names (an ImageFolder or COCO source)")
+    if len(source.class_names) > 254:
+        raise ValueError(f"{source.name}: {len(source.class_names)} classes; tuning stores semantic "
+                         "maps as uint8 and takes at most 254")
+    n = len(source) if not limit else min(limit, len(source))
+    indexes = np.linspace(0, len(source) - 1, n).round().astype(int).tolist() if n else []
+    workers = min(workers or mp.cpu_count(), max(1, n // 64))
+    with mp.get_context("fork").Pool(workers, _init_source, (source, size, tuple(tasks))) as pool:
+        items = pool.map(_sample, indexes, chunksize=16)
+    return TuningData.stack(items, len(source.class_names))
+
+
+def build_heads(tasks: tuple[str, ...], channels: int, num_classes: int) -> torch.nn.ModuleDict:
+    """The latent heads trained alongside the codec (learned stems: gradients reach the latent)."""
     unknown = set(tasks) - set(TUNING_TASKS)
-    if unknown:
-        raise ValueError(f"tune-codec trains with tasks {TUNING_TASKS}, not {sorted(unknown)}")
+    if unknown or not tasks:
+        raise ValueError(f"tune-codec trains with tasks among {TUNING_TASKS}, not {sorted(unknown)}")
     heads = {}
     if "cls" in tasks:
-        heads["cls"] = LatentClassifier(channels, len(CLASS_NAMES))
+        heads["cls"] = LatentClassifier(channels, num_classes)
     if "seg" in tasks:
-        heads["seg"] = LatentSegmenter(channels, len(CLASS_NAMES) + 1)
+        heads["seg"] = LatentSegmenter(channels, num_classes + 1)
     return torch.nn.ModuleDict(heads)
 
 
@@ -130,18 +215,9 @@ def task_losses(heads: torch.nn.ModuleDict, latent: torch.Tensor, labels: torch.
     return out
 
 
-def _scene_batch(images, labels, semantic, n: int, gen: torch.Generator, device: str):
-    idx = torch.randint(len(images), (n,), generator=gen)
-    x = images[idx].to(device, non_blocking=True).float().div_(255.0)
-    c, m = labels[idx].to(device), semantic[idx].to(device)
-    flip = (torch.rand(n, generator=gen) < 0.5).to(device)
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    m = torch.where(flip[:, None, None], m.flip(-1), m)
-    return x, c, m
-
-
-def tune_codec(cfg: TuneConfig) -> Path:
-    """Fine-tune ``cfg.init`` with task losses; returns the exported weights' path.
+def tune_codec(cfg: TuneConfig, source: Source | None = None) -> Path:
+    """Fine-tune ``cfg.init`` with task losses on ``source`` (default: synthetic scenes); returns
+    the exported weights' path.
 
     Resumable: a checkpoint (codec, heads, optimisers, step) is written every ``save_every``
     steps, and a rerun with the same ``out`` continues from it.
@@ -150,9 +226,10 @@ def tune_codec(cfg: TuneConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = read_metadata(cfg.init)
-    t0 = time.time()  # scenes first: the pool forks, before any CUDA context exists
-    images, labels, semantic = scene_pool(cfg.scenes, cfg.scene_size, cfg.scene_seed, cfg.workers)
-    log.info("%d scenes ready in %.0fs", len(images), time.time() - t0)
+    t0 = time.time()  # task data first: the pool forks, before any CUDA context exists
+    data = scene_pool(cfg.scenes, cfg.scene_size, cfg.scene_seed, cfg.workers) if source is None \
+        else source_pool(source, cfg.scene_size, cfg.tasks, cfg.scenes, cfg.workers)
+    log.info("%d task images ready in %.0fs", len(data.images), time.time() - t0)
     arch = meta.get("architecture", {})
     lambdas = tuple(meta.get("config", {}).get("lambdas", ()))
     if not lambdas:
@@ -160,9 +237,9 @@ def tune_codec(cfg: TuneConfig) -> Path:
                          "mlcodec train-codec")
     model = GainedMeanScaleHyperprior(arch.get("N", 96), arch.get("M", 96), len(lambdas),
                                       arch.get("hyper_kernel", 3))
-    _init_from(model, cfg.init, lambdas)
+    init_from_weights(model, cfg.init, lambdas)
     model.to(cfg.device)
-    heads = build_heads(cfg.tasks, model.M).to(cfg.device)
+    heads = build_heads(cfg.tasks, model.M, data.num_classes).to(cfg.device)
     if cfg.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -182,7 +259,7 @@ def tune_codec(cfg: TuneConfig) -> Path:
         step = int(ckpt["step"])
         log.info("resumed from %s at step %d", ckpt_path, step)
     if cfg.device.startswith("cuda"):
-        images, labels, semantic = images.to(cfg.device), labels.to(cfg.device), semantic.to(cfg.device)
+        data = data.to(cfg.device)
 
     photos = RandomCrops(training_photos(cfg.data, cfg.use_skimage), patch=cfg.patch)
     batches = photos.batches(cfg.batch_size, seed=cfg.seed + step)
@@ -207,7 +284,7 @@ def tune_codec(cfg: TuneConfig) -> Path:
         xp = next(batches).to(cfg.device, non_blocking=True).float().div_(255.0)
         qp = torch.rand(xp.shape[0], generator=gen).to(cfg.device)
         rd_photo, bpp, mse = rd_terms(model(xp, qp), xp, qp, lambdas)
-        xs, cs, ms = _scene_batch(images, labels, semantic, cfg.scene_batch, gen, cfg.device)
+        xs, cs, ms = data.batch(cfg.scene_batch, gen, cfg.device)
         qs = torch.rand(xs.shape[0], generator=gen).to(cfg.device)
         fwd = model(xs, qs)
         rd_scene, _, _ = rd_terms(fwd, xs, qs, lambdas)
@@ -245,5 +322,6 @@ def tune_codec(cfg: TuneConfig) -> Path:
     tuning = {k: v for k, v in asdict(cfg).items() if k != "device"}
     return export(model, base, out / "weights.safetensors",
                   extra={"task_tuning": {**tuning, "steps_run": step, "device": cfg.device,
+                                         "task_data": "synthetic" if source is None else source.describe(),
                                          "history": history[-20:]},
                          "base_recipe": meta.get("config", {})})

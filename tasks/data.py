@@ -158,7 +158,11 @@ def make_loader(dirs: Sequence[str | Path], input: str, batch_size: int, shuffle
 
     urls = shard_urls(dirs)
     if input == "latent":
-        ds = latent_dataset(urls, output="latent", shuffle=shuffle, seed=seed)
+        # shards of one codec spec decode with it (trained weights: ``NAME:WEIGHTS``), else each
+        # bitstream's own codec with the packaged weights
+        specs = {read_manifest(d).get("codec") for d in dirs}
+        codec = specs.pop() if len(specs) == 1 else None
+        ds = latent_dataset(urls, output="latent", codec=codec, shuffle=shuffle, seed=seed)
     elif input == "pixel":
         ds = pixel_dataset(urls, shuffle=shuffle, seed=seed)
     else:

@@ -4,16 +4,20 @@ import torch
 from PIL import Image
 
 from mlcodec.codecs.hyperprior import GainedHyperpriorCodec
-from mlcodec.data.synthetic import SyntheticScenes
+from mlcodec.data.sources import CocoSource, ImageFolderSource
+from mlcodec.data.synthetic import CLASS_NAMES, SyntheticScenes, export_all
 from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
 from mlcodec.registry import codec_config
-from mlcodec.tasks.codec_tuning import TuneConfig, build_heads, scene_pool, task_losses, tune_codec
+from mlcodec.tasks.codec_tuning import (TuneConfig, build_heads, scene_pool, source_pool, task_losses,
+                                        tune_codec)
 from mlcodec.train import TrainConfig, export
 from mlcodec.weights import load_weights, read_metadata
 
 
 def test_scene_pool_matches_the_generator():
-    images, labels, semantic = scene_pool(6, 64, seed=5, workers=2)
+    data = scene_pool(6, 64, seed=5, workers=2)
+    images, labels, semantic = data.images, data.labels, data.semantic
+    assert data.num_classes == len(CLASS_NAMES)
     assert images.shape == (6, 3, 64, 64) and images.dtype == torch.uint8
     assert labels.shape == (6,) and semantic.shape == (6, 64, 64)
     ref = SyntheticScenes(6, 64, seed=5)
@@ -21,23 +25,23 @@ def test_scene_pool_matches_the_generator():
         s = ref[i]
         assert torch.equal(images[i].permute(1, 2, 0), torch.from_numpy(np.array(s.image)))
         assert labels[i] == s.label
-        assert torch.equal(semantic[i], torch.from_numpy(s.semantic).long())
+        assert torch.equal(semantic[i], torch.from_numpy(s.semantic))
 
 
 def test_task_losses_reach_the_analysis_transform():
     torch.manual_seed(0)
     model = GainedMeanScaleHyperprior(N=16, M=16)
-    heads = build_heads(("cls", "seg"), model.M)
-    images, labels, semantic = scene_pool(2, 64, seed=0, workers=1)
-    out = model(images.float() / 255, torch.tensor([0.2, 0.8]))
-    losses = task_losses(heads, out.latent, labels, semantic)
+    heads = build_heads(("cls", "seg"), model.M, num_classes=8)
+    data = scene_pool(2, 64, seed=0, workers=1)
+    out = model(data.images.float() / 255, torch.tensor([0.2, 0.8]))
+    losses = task_losses(heads, out.latent, data.labels, data.semantic.long())
     assert set(losses) == {"cls", "seg"}
     sum(losses.values()).backward()
     assert model.g_a[0].weight.grad.abs().sum() > 0  # through the straight-through rounding
     assert model.log_gain.grad.abs().sum() > 0
     assert model.g_s[0].weight.grad is None  # the task losses do not touch the synthesis
     with pytest.raises(ValueError, match="not \\['det'\\]"):
-        build_heads(("cls", "det"), 16)
+        build_heads(("cls", "det"), 16, 8)
 
 
 def test_forward_latent_is_what_the_codec_decodes():
@@ -78,3 +82,21 @@ def test_tune_codec_resumes_and_exports_loadable_weights(tmp_path):
     before = GainedMeanScaleHyperprior(N=16, M=16)
     load_weights(before, init)
     assert not torch.equal(model.g_a[0].weight, before.g_a[0].weight)
+
+
+def test_source_pool_reads_labels_and_masks_of_a_dataset(tmp_path):
+    export_all(tmp_path, 4, 1, size=64, formats=("coco", "imagefolder"))
+    coco = CocoSource(tmp_path / "coco/train/annotations.json", tmp_path / "coco/train/images")
+    data = source_pool(coco, 32, ("cls", "seg"), limit=3, workers=1)
+    assert data.images.shape == (3, 3, 32, 32) and data.num_classes == len(CLASS_NAMES)
+    ref = SyntheticScenes(4, 64, seed=0)
+    for i, k in enumerate((0, 2, 3)):  # 3 of 4, evenly spaced
+        scene = ref[k]
+        assert data.labels[i] == scene.label
+        want = np.asarray(Image.fromarray(scene.semantic).resize((32, 32), Image.NEAREST))
+        assert (data.semantic[i].numpy() == want).mean() > 0.97  # RLE round trip, then nearest
+    folder = ImageFolderSource(tmp_path / "imagefolder/train")
+    assert source_pool(folder, 32, ("cls",), workers=1).labels.tolist() == \
+        [folder[i].target["label"] for i in range(len(folder))]
+    with pytest.raises(ValueError, match="has no 'segmentation'.*drop seg"):
+        source_pool(folder, 32, ("cls", "seg"), workers=1)

@@ -104,7 +104,8 @@ class LatentCodec(Codec):
             if h.fingerprint != expected:
                 raise BitstreamError(
                     f"bitstream {i} was written with weights {h.fingerprint.hex()}, but this "
-                    f"{self.name} has weights {expected.hex()}; load the weights it was made with"
+                    f"{self.name} has weights {expected.hex()}; decode it with the codec and weights it "
+                    f"was made with (a trained codec: '{self.name.partition(':')[0]}:WEIGHTS_FILE')"
                 )
             streams.append(bs)
         return streams
