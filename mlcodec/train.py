@@ -202,6 +202,39 @@ def distill_hyper_synthesis(teacher: GainedMeanScaleHyperprior, cfg: TrainConfig
     return student
 
 
+class Budget:
+    """Training progress in [0, 1]: steps done of ``steps``, or the wall-clock time of this run
+    against ``minutes``, whichever is further (a resumed run gets a new time budget)."""
+
+    def __init__(self, steps: int, minutes: float, start_step: int) -> None:
+        self.steps, self.seconds, self.start_step = steps, minutes * 60.0, start_step
+        self.t0 = time.time()
+
+    def progress(self, step: int) -> float:
+        p = step / self.steps
+        if self.seconds > 0 and step > self.start_step:
+            p = max(p, (time.time() - self.t0) / self.seconds)
+        return p
+
+    def lr_scale(self, step: int) -> float:
+        """The schedule: full rate, 10x lower for the last fifth."""
+        return 0.1 if self.progress(step) >= 0.8 else 1.0
+
+
+def codec_optimizers(model: GainedMeanScaleHyperprior, lr: float, aux_lr: float):
+    """(main parameters, their Adam, Adam of the entropy bottleneck's quantiles)."""
+    aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    return main, torch.optim.Adam(main, lr=lr), torch.optim.Adam(aux, lr=aux_lr)
+
+
+def aux_step(model: GainedMeanScaleHyperprior, aux_opt: torch.optim.Optimizer) -> None:
+    """One step of CompressAI's auxiliary loss (the entropy bottleneck's quantiles)."""
+    aux_opt.zero_grad(set_to_none=True)
+    model.aux_loss().backward()
+    aux_opt.step()
+
+
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the path of the exported safetensors weights."""
     if cfg.threads:
@@ -228,10 +261,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    opt = torch.optim.Adam(main_params, lr=cfg.lr)
-    aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+    main_params, opt, aux_opt = codec_optimizers(model, cfg.lr, cfg.aux_lr)
     ckpt_path = out / "checkpoint.pt"
     step = 0
     if ckpt_path.exists():  # resume: tensors only, loaded with weights_only=True (no pickle)
@@ -247,20 +277,11 @@ def train(cfg: TrainConfig) -> Path:
     gen = torch.Generator().manual_seed(cfg.seed + step)
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="train-codec", unit="step")
-    t0 = time.time()
-    budget_s = cfg.minutes * 60.0
-    start_step = step
+    budget = Budget(cfg.steps, cfg.minutes, step)
 
-    def progress() -> float:
-        p = step / cfg.steps
-        if budget_s > 0:  # elapsed time counts only for this run (a resumed run gets a new budget)
-            p = max(p, (time.time() - t0) / budget_s) if step > start_step else p
-        return p
-
-    while progress() < 1.0:
-        lr = cfg.lr * (0.1 if progress() >= 0.8 else 1.0)
+    while budget.progress(step) < 1.0:
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = cfg.lr * budget.lr_scale(step)
         x = next(batches).to(cfg.device, non_blocking=True).float().div_(255.0)
         q = torch.rand(x.shape[0], generator=gen).to(cfg.device)
         loss, bpp, mse = rd_loss(model, x, q, cfg.lambdas, cfg.bf16)
@@ -268,19 +289,17 @@ def train(cfg: TrainConfig) -> Path:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
         opt.step()
-        aux_opt.zero_grad(set_to_none=True)
-        model.aux_loss().backward()
-        aux_opt.step()
+        aux_step(model, aux_opt)
         step += 1
         bar.update(1)
         if step % 20 == 0:
             psnr = -10 * math.log10(max(mse.item(), 1e-10))
             bar.set_postfix(loss=f"{loss.item():.3f}", bpp=f"{bpp.item():.3f}", psnr=f"{psnr:.2f}")
-        if step % cfg.save_every == 0 or progress() >= 1.0:
+        if step % cfg.save_every == 0 or budget.progress(step) >= 1.0:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
                         "aux_opt": aux_opt.state_dict(), "step": torch.tensor(step)}, ckpt_path)
             log.info("step %d loss %.4f bpp %.4f mse %.6f (%.0fs)", step, loss.item(),
-                     bpp.item(), mse.item(), time.time() - t0)
+                     bpp.item(), mse.item(), time.time() - budget.t0)
     bar.close()
     return export(model, cfg, out / "weights.safetensors")
 

@@ -46,7 +46,8 @@ from mlcodec.data.photos import RandomCrops, training_photos
 from mlcodec.data.sources import Source
 from mlcodec.data.synthetic import CLASS_NAMES, SyntheticScenes
 from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
-from mlcodec.train import TrainConfig, export, init_from_weights, rd_terms
+from mlcodec.train import (Budget, TrainConfig, aux_step, codec_optimizers, export, init_from_weights,
+                           rd_terms)
 from mlcodec.weights import read_metadata
 
 from .data import TaskSpec, semantic_map
@@ -243,11 +244,8 @@ def tune_codec(cfg: TuneConfig, source: Source | None = None) -> Path:
     if cfg.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    opt = torch.optim.Adam(main_params, lr=cfg.lr)
+    main_params, opt, aux_opt = codec_optimizers(model, cfg.lr, cfg.aux_lr)
     head_opt = torch.optim.AdamW(heads.parameters(), lr=cfg.head_lr, weight_decay=1e-4)
-    aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
     ckpt_path = out / "checkpoint.pt"
     step = 0
     if ckpt_path.exists():  # tensors only, weights_only=True (no pickle)
@@ -267,17 +265,11 @@ def tune_codec(cfg: TuneConfig, source: Source | None = None) -> Path:
     model.train()
     heads.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="tune-codec", unit="step", disable=not cfg.progress)
-    t0, start_step, budget_s = time.time(), step, cfg.minutes * 60.0
-
-    def progress() -> float:
-        p = step / cfg.steps
-        if budget_s > 0 and step > start_step:  # a resumed run gets a new time budget
-            p = max(p, (time.time() - t0) / budget_s)
-        return p
+    budget = Budget(cfg.steps, cfg.minutes, step)
 
     history: list[dict[str, float]] = []
-    while progress() < 1.0:
-        scale = 0.1 if progress() >= 0.8 else 1.0
+    while budget.progress(step) < 1.0:
+        scale = budget.lr_scale(step)
         for o, lr in ((opt, cfg.lr), (head_opt, cfg.head_lr)):
             for g in o.param_groups:
                 g["lr"] = lr * scale
@@ -297,18 +289,16 @@ def tune_codec(cfg: TuneConfig, source: Source | None = None) -> Path:
         torch.nn.utils.clip_grad_norm_(heads.parameters(), cfg.clip)
         opt.step()
         head_opt.step()
-        aux_opt.zero_grad(set_to_none=True)
-        model.aux_loss().backward()
-        aux_opt.step()
+        aux_step(model, aux_opt)
         step += 1
         bar.update(1)
         if step % 50 == 0:
-            row = {"step": step, "seconds": round(time.time() - t0, 1), "rd_photo": rd_photo.item(),
+            row = {"step": step, "seconds": round(time.time() - budget.t0, 1), "rd_photo": rd_photo.item(),
                    "bpp_photo": bpp.item(), "psnr_photo": -10 * math.log10(max(mse.item(), 1e-10)),
                    "rd_scene": rd_scene.item(), **{k: v.item() for k, v in losses.items()}}
             history.append(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("step", "seconds")})
-        if step % cfg.save_every == 0 or progress() >= 1.0:
+        if step % cfg.save_every == 0 or budget.progress(step) >= 1.0:
             log.info("step %d: %s", step, history[-1] if history else "")
             torch.save({"model": model.state_dict(), "heads": heads.state_dict(),
                         "opt": opt.state_dict(), "head_opt": head_opt.state_dict(),
