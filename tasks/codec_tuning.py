@@ -6,8 +6,8 @@ adds task losses to the rate-distortion loss:
     loss = RD(photos) + RD(scenes) + task_weight * sum_t L_t(head_t(latent(scenes)))
 
 - ``RD`` is :func:`mlcodec.train.rd_terms`: per-sample ``lambda(q) * 255^2 * MSE + bpp`` at a
-  random quality ``q``. Photo crops keep the codec a general image codec; the synthetic scenes
-  are what the task losses see.
+  random quality ``q``. Photo crops keep the codec a general image codec; the task images
+  (procedural scenes, or a dataset) are what the task losses see.
 - ``latent`` is the dequantized latent, with straight-through rounding: the same tensor the
   latent loader decodes and the heads read at inference.
 - The heads are the registry's latent heads with a learned stem, trained from scratch alongside
@@ -17,8 +17,9 @@ adds task losses to the rate-distortion loss:
 
 This is the multi-task collaborative embedding idea of Guo, Sui et al. (ECCV 2024): one latent
 shaped jointly by several task losses. It is not their full method: there is no embedding
-alignment, and no diffusion-based invariant knowledge learning (DIKL). Tasks left out of
-``tasks`` (detection, by default) are the check on unseen tasks.
+alignment, and no diffusion-based invariant knowledge learning (DIKL). A task left out of
+``tasks`` (detection, by default) can check how the tuned latent serves an unseen task.
+Measured so far (BENCHMARKS.md): a 4,200-step tune on an H200 did not lift the latent heads.
 
 The task data is either a dataset (:class:`~mlcodec.data.sources.Source`: ImageFolder labels for
 cls, COCO masks for seg), every image resized to ``scene_size`` squared, or by default scenes from
