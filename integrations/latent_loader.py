@@ -4,9 +4,8 @@ The decode stage batches across samples (``decode_batch``): entropy decoding is 
 hyper-synthesis (and, for ``output="image"``, the synthesis) runs once per batch of latents of one
 codec, shape and quality. It sorts the incoming (shuffled) samples into such batches first, so a
 stream that mixes qualities still decodes in full batches, and hands them on in their incoming
-order. Every stage is a small picklable
-object, so the pipeline works in DataLoader workers; shards are split per node
-(``RANK``/``WORLD_SIZE`` or torch.distributed) and per worker.
+order. Every stage is a small picklable object, so the pipeline works in DataLoader workers;
+shards are split per node (``RANK``/``WORLD_SIZE`` or torch.distributed) and per worker.
 """
 
 from __future__ import annotations
