@@ -121,6 +121,15 @@ class TuningData:
         return x, c, m
 
 
+def _map_in_pool(fn, items, init, initargs: tuple, workers: int, chunksize: int) -> list:
+    """``fn`` over ``items`` in forked processes set up by ``init(*initargs)`` (0 workers: all
+    cores; no more than one per 64 items)."""
+    items = list(items)
+    workers = min(workers or mp.cpu_count(), max(1, len(items) // 64))
+    with mp.get_context("fork").Pool(workers, init, initargs) as pool:
+        return pool.map(fn, items, chunksize=chunksize)
+
+
 _WORKER_SCENES: SyntheticScenes | None = None  # one generator per pool process
 
 
@@ -137,9 +146,7 @@ def _scene(i: int) -> tuple[np.ndarray, int, np.ndarray]:
 
 def scene_pool(count: int, size: int, seed: int, workers: int = 0) -> TuningData:
     """``count`` synthetic scenes of ``size`` squared (:class:`TuningData`)."""
-    workers = min(workers or mp.cpu_count(), max(1, count // 64))
-    with mp.get_context("fork").Pool(workers, _init_worker, (count, size, seed)) as pool:
-        items = pool.map(_scene, range(count), chunksize=64)
+    items = _map_in_pool(_scene, range(count), _init_worker, (count, size, seed), workers, 64)
     return TuningData.stack(items, len(CLASS_NAMES))
 
 
@@ -186,9 +193,7 @@ def source_pool(source: Source, size: int, tasks: tuple[str, ...], limit: int = 
                          "maps as uint8 and takes at most 254")
     n = len(source) if not limit else min(limit, len(source))
     indexes = np.linspace(0, len(source) - 1, n).round().astype(int).tolist() if n else []
-    workers = min(workers or mp.cpu_count(), max(1, n // 64))
-    with mp.get_context("fork").Pool(workers, _init_source, (source, size, tuple(tasks))) as pool:
-        items = pool.map(_sample, indexes, chunksize=16)
+    items = _map_in_pool(_sample, indexes, _init_source, (source, size, tuple(tasks)), workers, 16)
     return TuningData.stack(items, len(source.class_names))
 
 
