@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--pixel-epochs", type=int, help="pixel references (default per task: %s)" % PIXEL_EPOCHS)
     ap.add_argument("--lr", type=float, help="peak learning rate, both sides (default: train_head's "
                     "per-task DEFAULT_LR)")
+    ap.add_argument("--weight-decay", type=float, help="AdamW weight decay, both sides (default: "
+                    "train_head's per-task DEFAULT_WEIGHT_DECAY)")
     ap.add_argument("--stem", choices=STEMS, default="synthesis", help="latent heads' stem")
     ap.add_argument("--tasks", default="cls,seg,det")
     ap.add_argument("--threads", type=int, default=2)
@@ -106,8 +108,10 @@ def main() -> None:
         heads = work / "heads" / task
         epochs, pixel_epochs = args.epochs or LATENT_EPOCHS[task], args.pixel_epochs or PIXEL_EPOCHS[task]
         lat = train_head(task, latent_train, [work / "shards/val-q0.5"], heads, epochs=epochs,
-                         lr=args.lr, workers=args.workers, stem=args.stem, progress=False)
+                         lr=args.lr, weight_decay=args.weight_decay, workers=args.workers,
+                         stem=args.stem, progress=False)
         cost = {"latent": {"epochs": len(lat.history), "stem": args.stem, "lr": lat.lr,
+                           "weight_decay": lat.weight_decay,
                            "seconds_per_epoch": lat.history[-1].elapsed_seconds / len(lat.history),
                            "best": lat.best(task), "curve": curve(task, lat)}}
         if task == "det":
@@ -124,9 +128,10 @@ def main() -> None:
                 return next((h["seconds"] for h in hist if h["map"] >= target), None)
         else:
             pix = train_head(task, [work / "shards/jpeg-train"], [work / "shards/jpeg-val"], heads,
-                             epochs=pixel_epochs, lr=args.lr, workers=args.workers, progress=False)
+                             epochs=pixel_epochs, lr=args.lr, weight_decay=args.weight_decay,
+                             workers=args.workers, progress=False)
             reference = pix.checkpoint
-            cost["pixel"] = {"epochs": len(pix.history), "lr": pix.lr,
+            cost["pixel"] = {"epochs": len(pix.history), "lr": pix.lr, "weight_decay": pix.weight_decay,
                              "seconds_per_epoch": pix.history[-1].elapsed_seconds / len(pix.history),
                              "best": pix.best(task), "curve": curve(task, pix)}
 
@@ -182,6 +187,8 @@ def print_task(task: str, result: dict) -> None:
             line += f" ({s['stem']} stem)"
         if "lr" in s:
             line += f", lr {s['lr']:g}"
+        if s.get("weight_decay") is not None:
+            line += f", wd {s['weight_decay']:g}"
         if s.get("best") is not None:
             line += f", best val {metric} {s['best']:.4f}"
         if "seconds_to_target" in s:

@@ -38,7 +38,7 @@ _HEADS: dict[str, HeadConfig] = {c.name: c for c in (
                lambda spec, cin, syn: LatentClassifier(cin, spec.num_outputs, synthesis=syn)),
     HeadConfig("latent-det", "det", "latent", "timm ResNet-10t trunk + FPN, FCOS-style at stride 8",
                lambda spec, cin, syn: LatentDetector(cin, spec.num_outputs, synthesis=syn)),
-    HeadConfig("latent-seg", "seg", "latent", "timm ResNet-10t trunk + FPN, logits at stride 8",
+    HeadConfig("latent-seg", "seg", "latent", "timm ResNet-10t layer1-2 + FPN, logits at stride 8",
                lambda spec, cin, syn: LatentSegmenter(cin, spec.num_outputs, synthesis=syn)),
     HeadConfig("pixel-cls", "cls", "pixel", "timm ResNet-10t stages 1-3 on RGB, avg-pool + linear",
                lambda spec, cin, syn: PixelClassifier(spec.num_outputs)),

@@ -28,7 +28,8 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     if not args.shards or not args.val:
         raise ValueError("give --shards DIR... (training) and --val DIR... (validation)")
     r = train_head(args.task, args.shards, args.val, args.output, head=args.head, epochs=args.epochs,
-                   batch_size=args.batch_size, lr=args.lr, workers=args.workers, seed=args.seed,
+                   batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                   workers=args.workers, seed=args.seed,
                    stem=args.stem, progress=not args.quiet)
     last = r.history[-1]
     print(f"{r.head}: {len(r.history)} epochs, {last.elapsed_seconds:.0f}s training, "
@@ -94,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from . import list_heads
     from .data import TASKS
     from .heads import STEMS
-    from .train import DEFAULT_LR
+    from .train import DEFAULT_LR, DEFAULT_WEIGHT_DECAY
 
     t = sub.add_parser("train-head", help="train a task head on latent shards (or a pixel reference)")
     t.add_argument("--task", required=True, choices=TASKS)
@@ -109,6 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     by_task = ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items())
     t.add_argument("--lr", type=float, help=f"peak of the one-cycle schedule (default by task: {by_task}; "
                    "pixel-det: ultralytics' own)")
+    wd_by_task = ", ".join(f"{k} {v:g}" for k, v in DEFAULT_WEIGHT_DECAY.items())
+    t.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default by task: {wd_by_task})")
     t.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--stem", choices=STEMS, default="synthesis",

@@ -17,7 +17,7 @@ from mlcodec.tasks.evaluate import bd_rates, evaluate_codecs, write_report
 from mlcodec.tasks.heads import LatentSegmenter, synthesis_stage, upsample_bilinear
 from mlcodec.tasks.losses import assign, cell_centers, decode_boxes, segmentation_loss
 from mlcodec.tasks.metrics import TaskMetric
-from mlcodec.tasks.train import DEFAULT_LR, compute_loss, load_head, save_head, train_head
+from mlcodec.tasks.train import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, compute_loss, load_head, save_head, train_head
 
 SIZE = 64
 
@@ -323,6 +323,19 @@ def test_segmentation_loss_scores_every_other_label_against_upsampled_logits():
         segmentation_loss(logits, torch.zeros(2, 40, 21, dtype=torch.long), out_stride=8)
 
 
+def test_latent_segmenter_reads_two_trunk_stages_and_the_pixel_segmenter_three():
+    spec = TaskSpec("seg", ("a", "b"))
+    latent = create_head("latent-seg", spec, in_channels=96)
+    assert not any(k.startswith(("trunk.layer3", "trunk.layer4")) for k in latent.state_dict())
+    assert len(latent.decoder.lateral) == 2
+    pixel = create_head("pixel-seg", spec)
+    assert any(k.startswith("trunk.layer3") for k in pixel.state_dict())
+    assert len(pixel.decoder.lateral) == 3
+    # the latent segmenter's stride-8 logits come from layer1 and layer2 alone
+    y = torch.randn(1, 96, 8, 8)
+    assert latent.logits(y).shape == (1, 3, 16, 16)
+
+
 def test_segmenters_train_on_the_stride_2_loss_and_seg_defaults_to_its_learning_rate(bench, tmp_path):
     root, src = bench
     spec = _spec(src["train"], "seg")
@@ -334,6 +347,9 @@ def test_segmenters_train_on_the_stride_2_loss_and_seg_defaults_to_its_learning_
     r = train_head("seg", [root / "latent-train"], [root / "latent-val"], tmp_path, epochs=1,
                    batch_size=8, progress=False)
     assert r.lr == DEFAULT_LR["seg"] == 4e-3
-    assert json.loads((tmp_path / "latent-seg.history.json").read_text())["lr"] == 4e-3
-    assert train_head("cls", [root / "latent-train"], [root / "latent-val"], tmp_path, epochs=1,
-                      batch_size=8, lr=1e-3, progress=False).lr == 1e-3
+    assert r.weight_decay == DEFAULT_WEIGHT_DECAY["seg"] == 1.0
+    history = json.loads((tmp_path / "latent-seg.history.json").read_text())
+    assert (history["lr"], history["weight_decay"]) == (4e-3, 1.0)
+    cls = train_head("cls", [root / "latent-train"], [root / "latent-val"], tmp_path, epochs=1,
+                     batch_size=8, lr=1e-3, weight_decay=0.01, progress=False)
+    assert (cls.lr, cls.weight_decay) == (1e-3, 0.01)
