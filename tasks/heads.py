@@ -224,14 +224,14 @@ class LatentSegmenter(_DenseBase):
 
     ``layer3`` (stride 32) is left out: on the synthetic benchmark (128 px, 16 epochs, weight
     decay 0.05, `/tmp` probe) the head without it reached val mIoU 0.622 against 0.615, at 7.6
-    against 9.5 s per epoch. What holds the latent segmenter back is generalisation (the 3-stage head: train mIoU
-    0.82, val 0.615), not reach; its coarsest grid is now the pixel reference's (8x8 at 128 px).
+    against 9.5 s per epoch. What held the three-stage head back was generalisation (train mIoU
+    0.82, val 0.615), not reach; the coarsest grid is now the pixel reference's (8x8 at 128 px).
 
-    Probes with ``layer3`` still in: the latent holds stride-16 detail, and a further learned 2x upsampling to stride 4 (the pixel
-    reference's output stride) cost 1.45x the training time per epoch for no gain (val mIoU
-    0.389 vs 0.394 at stride 8, 16 epochs on the synthetic benchmark); so did the codec's own
-    second synthesis stage (frozen ``g_s[2:4]``) refining the logits at stride 4 (0.616 vs 0.615,
-    1.26x per epoch).
+    Probes with ``layer3`` still in: the latent holds stride-16 detail, and a further learned 2x
+    upsampling to stride 4 (the pixel reference's output stride) cost 1.45x the training time per
+    epoch for no gain (val mIoU 0.389 vs 0.394 at stride 8, 16 epochs on the synthetic
+    benchmark); so did the codec's own second synthesis stage (frozen ``g_s[2:4]``) refining the
+    logits at stride 4 (0.616 vs 0.615, 1.26x per epoch).
     """
 
     input = "latent"

@@ -17,7 +17,8 @@ from mlcodec.tasks.evaluate import bd_rates, evaluate_codecs, write_report
 from mlcodec.tasks.heads import LatentSegmenter, synthesis_stage, upsample_bilinear
 from mlcodec.tasks.losses import assign, cell_centers, decode_boxes, segmentation_loss
 from mlcodec.tasks.metrics import TaskMetric
-from mlcodec.tasks.train import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, compute_loss, load_head, save_head, train_head
+from mlcodec.tasks.train import (DEFAULT_LR, DEFAULT_WEIGHT_DECAY, compute_loss, load_head, save_head,
+                                 train_head)
 
 SIZE = 64
 
@@ -336,7 +337,7 @@ def test_latent_segmenter_reads_two_trunk_stages_and_the_pixel_segmenter_three()
     assert latent.logits(y).shape == (1, 3, 16, 16)
 
 
-def test_segmenters_train_on_the_stride_2_loss_and_seg_defaults_to_its_learning_rate(bench, tmp_path):
+def test_segmenters_train_on_the_stride_2_loss_and_seg_has_its_own_lr_and_weight_decay(bench, tmp_path):
     root, src = bench
     spec = _spec(src["train"], "seg")
     model = create_head("latent-seg", spec, in_channels=96).eval()
