@@ -13,10 +13,9 @@ more time per epoch; the learned stem remains (``stem="learned"``) for codecs wh
 not start that way. Earlier probes: a full ResNet-18 with a stride-1 latent stem memorised the
 training set (top-1 0.2); the lighter ResNet-10t stopping at ``layer3`` is kept (``layer2`` for
 the segmenter), and every head trains with strong weight decay (``train.DEFAULT_WEIGHT_DECAY``).
-Pixel references
-are the usual models on decoded RGB: a timm ResNet-10t classifier, a timm ResNet-10t + FPN
-segmenter, and (in :mod:`mlcodec.tasks.yolo`) an ultralytics YOLO detector. Both sides use the same
-timm family so the comparison is of inputs, not of networks.
+Pixel references are the usual models on decoded RGB: a timm ResNet-10t classifier, a timm
+ResNet-10t + FPN segmenter, and (in :mod:`mlcodec.tasks.yolo`) an ultralytics YOLO detector. Both
+sides use the same timm family so the comparison is of inputs, not of networks.
 
 Every network returns raw outputs; losses and decoding live in :mod:`mlcodec.tasks.losses`.
 """
