@@ -141,7 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--lr", type=float, default=1e-4)
     u.add_argument("--steps", type=int, default=10000)
     u.add_argument("--minutes", type=float, default=0.0, help="stop after this long (0: by steps)")
-    u.add_argument("--workers", type=int, default=0, help="scene-generating processes (0: all cores)")
+    u.add_argument("--workers", type=int, default=0, help="processes preparing the task data (0: all cores)")
     u.add_argument("--device", default="cpu")
     u.add_argument("--seed", type=int, default=0)
     u.set_defaults(func=cmd_tune_codec, hf=None)

@@ -150,17 +150,17 @@ def scene_pool(count: int, size: int, seed: int, workers: int = 0) -> TuningData
     return TuningData.stack(items, len(CLASS_NAMES))
 
 
-_WORKER_SOURCE: tuple[Source, int, tuple[str, ...]] | None = None
+_WORKER_SOURCE: tuple[Source, int, tuple[str, ...], TaskSpec] | None = None
 
 
-def _init_source(source: Source, size: int, tasks: tuple[str, ...]) -> None:
+def _init_source(source: Source, size: int, tasks: tuple[str, ...], spec: TaskSpec) -> None:
     global _WORKER_SOURCE
-    _WORKER_SOURCE = (source, size, tasks)
+    _WORKER_SOURCE = (source, size, tasks, spec)
 
 
 def _sample(i: int) -> tuple[np.ndarray, int, np.ndarray]:
     assert _WORKER_SOURCE is not None
-    source, size, tasks = _WORKER_SOURCE
+    source, size, tasks, spec = _WORKER_SOURCE
     s = source[i]
     where = f"sample {s.key} ({s.origin or i})"
     im = s.image if isinstance(s.image, Image.Image) else Image.fromarray(np.asarray(s.image))
@@ -176,7 +176,6 @@ def _sample(i: int) -> tuple[np.ndarray, int, np.ndarray]:
         if "segmentation" not in s.target:
             raise ValueError(f"{where} has no 'segmentation': tuning with seg needs instance masks "
                              "(a COCO source); drop seg from tasks")
-        spec = TaskSpec("seg", tuple(source.class_names), tuple(getattr(source, "category_ids", ())))
         full = semantic_map(s.target, spec, im.height, im.width).astype(np.uint8)
         semantic = np.asarray(Image.fromarray(full).resize((size, size), Image.NEAREST))
     return np.asarray(im.resize((size, size), Image.BILINEAR), np.uint8), label, semantic
@@ -193,7 +192,8 @@ def source_pool(source: Source, size: int, tasks: tuple[str, ...], limit: int = 
                          "maps as uint8 and takes at most 254")
     n = len(source) if not limit else min(limit, len(source))
     indexes = np.linspace(0, len(source) - 1, n).round().astype(int).tolist() if n else []
-    items = _map_in_pool(_sample, indexes, _init_source, (source, size, tuple(tasks)), workers, 16)
+    spec = TaskSpec("seg", tuple(source.class_names), tuple(getattr(source, "category_ids", ())))
+    items = _map_in_pool(_sample, indexes, _init_source, (source, size, tuple(tasks), spec), workers, 16)
     return TuningData.stack(items, len(source.class_names))
 
 
