@@ -1,10 +1,10 @@
 """The ``.mlc`` bitstream container: pure functions over bytes (no torch, no files).
 
-Layout, little-endian (the same for format versions 1 and 2)::
+Layout, little-endian (the same for format versions 1, 2 and 3)::
 
     offset  size  field
     0       4     magic b"MLCB"
-    4       1     format version (2; 1 is still read)
+    4       1     format version (3; 1 and 2 are still read)
     5       1     source mode (0 = RGB, 1 = L)
     6       2     codec id (u16, stable, from the registry)
     8       8     weights fingerprint (first 8 bytes of SHA-256 of the weights)
@@ -16,11 +16,20 @@ Layout, little-endian (the same for format versions 1 and 2)::
     43      ...   S x (u32 length, bytes)
     end-4   4     CRC32 of every byte before it
 
-The versions differ in what the entropy-coded strings hold, not in the layout: from version 2,
-learned codecs leave out the latent symbols whose predicted Gaussian scale is so small that they
-are zero but for a vanishing fraction (see ``mlcodec.codecs.hyperprior.SKIP_INDEX``); a decoder
-knows which from the hyperprior and sets them to the predicted mean. ``BitstreamHeader.version``
-says which rule a stream follows.
+The versions differ in what the entropy-coded strings hold and how a decoder derives the entropy
+model's parameters, not in the layout:
+
+- **1**: every latent symbol is coded; scales and means from a floating-point hyper-synthesis.
+- **2**: learned codecs leave out the latent symbols whose predicted Gaussian scale is so small that
+  they are zero but for a vanishing fraction (see ``mlcodec.codecs.hyperprior.SKIP_INDEX``); a
+  decoder knows which from the hyperprior and sets them to the predicted mean. A second string
+  holds a checksum of the coded symbols. Still a floating-point hyper-synthesis, so a stream may
+  fail its checksum on another thread count, CPU or device (``mlcodec verify`` finds such samples).
+- **3**: as 2, but the scale-table indexes and means come from an integer hyper-synthesis
+  (:mod:`mlcodec.models.exact_hyper`) that every machine computes bit for bit alike. Codecs with
+  integer tables write it; CompressAI's ``bmshj2018-hyperprior`` keeps writing 2.
+
+``BitstreamHeader.version`` says which rule a stream follows.
 """
 
 from __future__ import annotations
@@ -30,8 +39,10 @@ import zlib
 from dataclasses import dataclass
 
 MAGIC = b"MLCB"
-FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
+#: versions whose entropy parameters are exact on every machine
+PORTABLE_VERSIONS = (3,)
 _HEAD = struct.Struct("<4sBBH8sfIIIIHHHB")
 _LEN = struct.Struct("<I")
 _CRC = struct.Struct("<I")

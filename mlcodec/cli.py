@@ -217,6 +217,24 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_integerize(args: argparse.Namespace) -> int:
+    from mlcodec.train import add_exact_tables
+
+    out = add_exact_tables(args.weights, tuple(args.data), not args.no_skimage, args.output)
+    print(f"weights with the integer hyper-synthesis (format 3) written to {out}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from mlcodec.verify import verify
+
+    report = verify(args.paths, codec=args.codec, batch=args.batch, progress=not args.quiet)
+    for f in report.failures:
+        print(f"FAIL {f.where}: {f.reason}")
+    print(report.summary())
+    return 1 if report.failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlcodec", description=__doc__)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -282,6 +300,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --init: distill the hyper-synthesis into a 1x1 last layer (faster "
                         "latent decoding); --steps/--lr/--batch-size then apply to the distillation")
     t.set_defaults(func=cmd_train_codec)
+
+    v = sub.add_parser("verify", help="decode every sample as a data loader would (one thread) "
+                                      "and list those that fail")
+    v.add_argument("paths", nargs="+", help=".mlc files/folders, or .tar shards/shard folders")
+    v.add_argument("--codec", type=codec_arg("learned"),
+                   help="decode with this codec, e.g. NAME:WEIGHTS (default: the codec each "
+                        "bitstream names; shards: their manifest's)")
+    v.add_argument("--batch", type=int, default=32, help="samples decoded together (as a loader's "
+                                                         "decode_batch)")
+    v.set_defaults(func=cmd_verify)
+
+    n = sub.add_parser("integerize", help="add the integer hyper-synthesis (bitstream format 3) to "
+                                          "weights from an older train-codec")
+    n.add_argument("weights", help="safetensors weights of mlcodec-hyperprior's architecture")
+    n.add_argument("--data", nargs="*", default=[], help="calibration photo folders")
+    n.add_argument("--no-skimage", action="store_true", help="leave out scikit-image's photos")
+    n.add_argument("-o", "--output", help="output file (default: replace WEIGHTS)")
+    n.set_defaults(func=cmd_integerize)
 
     for ep in entry_points(group="mlcodec.commands"):  # plugins, e.g. `shard` from integrations
         ep.load()(sub)

@@ -23,6 +23,7 @@ from mlcodec.codecs.base import Codec, CodecConfig
 
 def _build_gained(config: CodecConfig, pretrained: bool, device: str) -> Codec:
     from mlcodec.codecs.hyperprior import GainedHyperpriorCodec
+    from mlcodec.models import exact_hyper
     from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
     from mlcodec.weights import load_weights, read_metadata
 
@@ -30,14 +31,20 @@ def _build_gained(config: CodecConfig, pretrained: bool, device: str) -> Codec:
         path = pretrained_path(config)
         arch = read_metadata(path)["architecture"]
         model = GainedMeanScaleHyperprior(**arch)  # type: ignore[arg-type]
-        load_weights(model, path)
-    else:
+        extra = load_weights(model, path)
+        exact = exact_hyper.ExactTables.from_state_dict(extra) if extra else None
+    else:  # random weights (tests): integer tables calibrated on random hyper-latents
+        import torch
+
         from mlcodec.train import DEFAULT_LAMBDAS
 
         model = GainedMeanScaleHyperprior(num_levels=len(DEFAULT_LAMBDAS))
         model.init_gains(list(DEFAULT_LAMBDAS))
         model.update(force=True)
-    return GainedHyperpriorCodec(config, model, device)
+        gen = torch.Generator().manual_seed(0)
+        z = torch.randint(-8, 9, (2, model.N, 4, 4), generator=gen)
+        exact = exact_hyper.integerize(model, [(z, q) for q in (0.0, 0.5, 1.0)])
+    return GainedHyperpriorCodec(config, model, device, exact)
 
 
 def _build_bmshj(config: CodecConfig, pretrained: bool, device: str) -> Codec:

@@ -32,8 +32,9 @@ from tqdm import tqdm
 
 from mlcodec.data.photos import RandomCrops, training_photos
 from mlcodec.imageio import to_tensor
+from mlcodec.models.exact_hyper import ExactTables, integerize
 from mlcodec.models.gained_hyperprior import ForwardOutput, GainedMeanScaleHyperprior
-from mlcodec.weights import save_weights
+from mlcodec.weights import load_weights, read_metadata, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -304,16 +305,51 @@ def train(cfg: TrainConfig) -> Path:
     return export(model, cfg, out / "weights.safetensors")
 
 
+@torch.no_grad()
+def exact_tables(model: GainedMeanScaleHyperprior, photos) -> ExactTables:
+    """The integer hyper-synthesis of ``model`` (bitstream format 3), its ranges calibrated on the
+    hyper-latents of ``photos`` at every trained level and halfway between levels."""
+    latents = _cached_latents(model, photos, min_size=4)
+    if not latents:
+        raise ValueError("no calibration photo is large enough for the integer hyper-synthesis")
+    steps = 2 * (model.num_levels - 1)
+    calibration = []
+    for q in (k / steps for k in range(steps + 1)):
+        gain, _, hgain, _ = model.gains(torch.tensor([q]))
+        calibration += [(model.hyper_symbols(y[None] * gain, hgain), q) for y in latents]
+    return integerize(model, calibration)
+
+
 def export(model: GainedMeanScaleHyperprior, cfg: TrainConfig, path: Path,
            extra: dict | None = None) -> Path:
-    """Build the CDF tables and write float32 weights plus the recipe (and ``extra``, e.g. a
-    fine-tuning recipe) as metadata."""
+    """Build the CDF tables and the integer hyper-synthesis (calibrated on the training photos)
+    and write float32 weights plus the recipe (and ``extra``, e.g. a fine-tuning recipe) as
+    metadata."""
     model = model.cpu().float().eval()
     model.update(force=True)
+    tables = exact_tables(model, training_photos(cfg.data, cfg.use_skimage))
     save_weights(model, path, {**(extra or {}),
                                "config": {k: v for k, v in asdict(cfg).items()
                                           if k not in ("device", "threads", "extra")},
                                "architecture": {"N": model.N, "M": model.M,
                                                 "num_levels": model.num_levels,
-                                                "hyper_kernel": model.hyper_kernel}})
+                                                "hyper_kernel": model.hyper_kernel}},
+                 tables.state_dict())
+    return path
+
+
+def add_exact_tables(weights: str | Path, data: tuple[str, ...] = (), use_skimage: bool = True,
+                     out: str | Path | None = None) -> Path:
+    """Add the integer hyper-synthesis (bitstream format 3) to weights exported before it existed.
+    The float weights are kept as they are, so streams of formats 1 and 2 still decode."""
+    meta = read_metadata(weights)
+    model = GainedMeanScaleHyperprior(**meta["architecture"])  # type: ignore[arg-type]
+    load_weights(model, weights)  # old integer tables, if any, are replaced
+    model.eval()
+    tables = exact_tables(model, training_photos(data, use_skimage))
+    meta["exact"] = {"calibration": {"data": list(data), "use_skimage": use_skimage},
+                     "acc_bits": tables.acc_bits, "z_max": tables.z_max,
+                     "hidden_max": tables.hidden_max}
+    path = Path(out or weights)
+    save_weights(model, path, meta, tables.state_dict())
     return path

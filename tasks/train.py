@@ -174,7 +174,8 @@ def codec_synthesis_stage(manifest: dict[str, Any], source: str | Path) -> nn.Se
     if not hasattr(codec, "synthesis_transform"):
         raise ValueError(f"{manifest['codec']} has no synthesis transform; use stem='learned'")
     have = codec.fingerprint(quality).hex()
-    if manifest.get("fingerprint") and have != manifest["fingerprint"]:
+    accepted = {f.hex() for f in codec.fingerprints(quality)}  # the same weights, any format
+    if manifest.get("fingerprint") and manifest["fingerprint"] not in accepted:
         raise ValueError(f"{source} was written by {manifest['codec']} weights {manifest['fingerprint']}, "
                          f"but this installation's are {have}: rewrite the shards with these weights, "
                          "or train with stem='learned'")

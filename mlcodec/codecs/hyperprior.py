@@ -14,6 +14,8 @@ from mlcodec import entropy
 from mlcodec.bitstream import Bitstream, BitstreamError
 from mlcodec.codecs.base import CodecConfig
 from mlcodec.codecs.learned import LatentCodec
+from mlcodec.models import exact_hyper
+from mlcodec.models.exact_hyper import MEAN_FRAC_BITS, ExactHyperSynthesis, ExactTables
 from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
 from mlcodec.weights import fingerprint
 
@@ -22,8 +24,9 @@ from mlcodec.weights import fingerprint
 #: Index 5 is sigma <= 0.204: such a symbol is zero but with probability ~ 2 * Phi(-0.5 / 0.204)
 #: = 1.4% at most (0.13% measured on photos at quality 0.5), yet they are about half of all
 #: symbols, and the coder's cost is per symbol. The encoder sets them to zero (the predicted
-#: mean); the decoder knows which they are from the hyperprior. Version 1 coded every symbol.
-SKIP_INDEX = {1: -1, 2: 5}
+#: mean); the decoder knows which they are from the hyperprior. Version 1 coded every symbol;
+#: version 3 skips as 2 does, with indexes from the integer hyper-synthesis.
+SKIP_INDEX = {1: -1, 2: 5, 3: 5}
 
 
 def _channel_indexes(shape: torch.Size) -> torch.Tensor:
@@ -87,6 +90,7 @@ def _encode_strings(tables: _CoderTables, z_sym: torch.Tensor, y_sym: torch.Tens
 
 
 def _decode_z(tables: _CoderTables, streams: Sequence[Bitstream], z_shape: tuple[int, ...]):
+    """The rANS decoders (positioned after ``z``) and the integer symbols of ``z``."""
     for i, bs in enumerate(streams):
         expected = 1 if bs.header.version == 1 else 2
         if len(bs.strings) != expected:
@@ -94,8 +98,7 @@ def _decode_z(tables: _CoderTables, streams: Sequence[Bitstream], z_shape: tuple
                                  f"string(s), this one {len(bs.strings)}")
     decoders = [entropy.StreamDecoder(bs.strings[0]) for bs in streams]
     z_idx = _channel_indexes(torch.Size(z_shape))
-    z_sym = torch.stack([d.decode(z_idx[0], tables.z) for d in decoders])
-    return decoders, z_sym.float() + tables.z_medians
+    return decoders, torch.stack([d.decode(z_idx[0], tables.z) for d in decoders])
 
 
 def _decode_y(tables: _CoderTables, decoders: list[entropy.StreamDecoder], y_idx: torch.Tensor,
@@ -113,27 +116,51 @@ def _decode_y(tables: _CoderTables, decoders: list[entropy.StreamDecoder], y_idx
     for i, d in enumerate(decoders):
         values = d.decode_array(idx[i][coded[i]], tables.y)
         if version >= 2 and _symbol_checksum(values) != streams[i].strings[1]:
+            if version >= 3:
+                raise BitstreamError(f"bitstream {i}: the decoded latent fails its checksum: "
+                                     f"the stream is damaged (its CRC passed)")
             raise BitstreamError(
                 f"bitstream {i}: the decoded latent fails its checksum: this machine computed "
-                f"other entropy-model scales than the encoder did (e.g. encoded on a GPU, decoded "
-                f"on a CPU, or another torch build); decode it where it was encoded"
+                f"other entropy-model scales than the encoder did (format {version} uses a "
+                f"floating-point hyperprior: e.g. another thread count, CPU or device); decode "
+                f"it where it was encoded, or re-encode the data in format 3 (mlcodec reencode)"
             )
         y_sym[i][coded[i]] = values
     return torch.from_numpy(y_sym)
 
 
 class GainedHyperpriorCodec(LatentCodec):
-    """``mlcodec-hyperprior``: mean-scale hyperprior with gain units, one model for all qualities."""
+    """``mlcodec-hyperprior``: mean-scale hyperprior with gain units, one model for all qualities.
 
-    def __init__(self, config: CodecConfig, model: GainedMeanScaleHyperprior, device: str = "cpu"):
+    With integer tables (``exact``, stored in the weights file) it writes format 3, whose entropy
+    parameters every machine computes alike; without them (weights from before format 3) format 2.
+    It reads formats 1 and 2 through the float hyper-synthesis, as they were written.
+    """
+
+    def __init__(self, config: CodecConfig, model: GainedMeanScaleHyperprior, device: str = "cpu",
+                 exact: ExactTables | None = None):
         super().__init__(config, device)
         self.model = model.to(self.device).eval()
         self.stride = model.stride
-        self._fp = fingerprint(model)
+        self._fp_float = fingerprint(model)
         self._tables = _CoderTables(model)
+        self.exact = exact
+        if exact is None:
+            self.format_version = 2
+            self._fp = self._fp_float
+        else:
+            self._fp = fingerprint(model, exact.state_dict())
+            self._hyper = ExactHyperSynthesis(exact, model.h_s[0].weight, model.log_inv_hyper_gain,
+                                              model.log_inv_gain, self.device)
 
     def fingerprint(self, quality: float) -> bytes:
-        return self._fp
+        return self.stream_fingerprint(quality, self.format_version)
+
+    def fingerprints(self, quality: float) -> tuple[bytes, ...]:
+        return tuple(dict.fromkeys((self.fingerprint(quality), self._fp, self._fp_float)))
+
+    def stream_fingerprint(self, quality: float, version: int) -> bytes:
+        return self._fp if version >= 3 else self._fp_float
 
     def _q(self, quality: float, n: int) -> torch.Tensor:
         return torch.full((n,), quality, dtype=torch.float32, device=self.device)
@@ -143,18 +170,27 @@ class GainedHyperpriorCodec(LatentCodec):
         gain, _, hgain, inv_hgain = m.gains(self._q(quality, x.shape[0]))
         y_g = m.g_a(x) * gain
         z_sym = m.hyper_symbols(y_g, hgain).int()
-        scales, means = m.hyper_synthesis(z_sym + t.z_medians, inv_hgain)
-        y_sym = torch.round(y_g - means).int()
-        strings = _encode_strings(t, z_sym.cpu(), y_sym.cpu(), t.scale_indexes(scales),
-                                 self.format_version)
+        if self.format_version >= 3:
+            idx, means = self._hyper(z_sym, quality)
+            y_sym = torch.round(y_g - means.to(y_g.dtype) * 2.0**-MEAN_FRAC_BITS).int()
+        else:
+            scales, means = m.hyper_synthesis(z_sym + t.z_medians, inv_hgain)
+            idx = t.scale_indexes(scales)
+            y_sym = torch.round(y_g - means).int()
+        strings = _encode_strings(t, z_sym.cpu(), y_sym.cpu(), idx.cpu(), self.format_version)
         return strings, tuple(y_g.shape[1:])
 
     def _decode(self, streams):
         m, t = self.model, self._tables
         c, h, w = streams[0].header.latent_shape
-        q = self._q(streams[0].header.quality, len(streams))
-        _, inv_gain, _, inv_hgain = m.gains(q)
-        decoders, z_hat = _decode_z(t, streams, (1, m.N, h // 4, w // 4))
+        quality, version = streams[0].header.quality, streams[0].header.version
+        decoders, z_sym = _decode_z(t, streams, (1, m.N, h // 4, w // 4))
+        if version >= 3:
+            idx, means = self._hyper(z_sym, quality)
+            y_sym = _decode_y(t, decoders, idx.cpu(), streams)
+            return self._hyper.dequantize(y_sym.to(self.device), means, quality)
+        _, inv_gain, _, inv_hgain = m.gains(self._q(quality, len(streams)))
+        z_hat = z_sym.float() + t.z_medians
         scales, means = m.hyper_synthesis(z_hat.to(self.device), inv_hgain)
         y_sym = _decode_y(t, decoders, t.scale_indexes(scales), streams)
         return (y_sym.to(self.device).float() + means) * inv_gain
@@ -165,12 +201,34 @@ class GainedHyperpriorCodec(LatentCodec):
     def synthesis_transform(self, quality: float) -> nn.Module:
         return self.model.g_s
 
+    def reference_latent(self, data: bytes) -> np.ndarray:
+        """The decoded latent of a format-3 stream through the numpy int64 reference of the integer
+        hyper-synthesis (:func:`mlcodec.models.exact_hyper.reference_params`) and numpy float64
+        dequantization: what :meth:`decode_latent` must equal bit for bit. Slow; for tests."""
+        (bs,) = self._parse([data])
+        if bs.header.version < 3 or self.exact is None:
+            raise BitstreamError(f"only format-3 streams have an integer reference, this one is "
+                                 f"format {bs.header.version}")
+        m, t, q = self.model, self._tables, bs.header.quality
+        c, h, w = bs.header.latent_shape
+        decoders, z_sym = _decode_z(t, [bs], (1, m.N, h // 4, w // 4))
+        idx, means = exact_hyper.reference_params(self.exact, m.h_s[0].weight, m.log_inv_hyper_gain,
+                                                  m.log_inv_gain, z_sym.numpy(), q)
+        y_sym = _decode_y(t, decoders, torch.from_numpy(idx), [bs]).numpy()
+        ig = exact_hyper.quality_constants(m.log_inv_hyper_gain, m.log_inv_gain, q).inv_gain.numpy()
+        y = y_sym.astype(np.float64) + means.astype(np.float64) * 2.0**-MEAN_FRAC_BITS
+        return (y * ig.reshape(1, -1, 1, 1)).astype(np.float32)[0]
+
 
 class Bmshj2018Codec(LatentCodec):
     """CompressAI's scale hyperprior (Ballé et al., ICLR 2018): one model per quality 1..8.
 
-    ``quality`` in [0, 1] maps to CompressAI's levels by ``1 + round(7 * quality)``.
+    ``quality`` in [0, 1] maps to CompressAI's levels by ``1 + round(7 * quality)``. It keeps
+    CompressAI's floating-point hyper-synthesis and so writes format 2: its streams are not
+    portable across thread counts, CPUs or devices (the symbol checksum detects a mismatch).
     """
+
+    format_version = 2
 
     def __init__(self, config: CodecConfig, pretrained: bool, device: str = "cpu") -> None:
         super().__init__(config, device)
@@ -215,8 +273,8 @@ class Bmshj2018Codec(LatentCodec):
     def _decode(self, streams):
         m, t, _ = self._model(streams[0].header.quality)
         c, h, w = streams[0].header.latent_shape
-        decoders, z_hat = _decode_z(t, streams, (1, m.N, h // 4, w // 4))
-        idx = t.scale_indexes(m.h_s(z_hat.to(self.device)))
+        decoders, z_sym = _decode_z(t, streams, (1, m.N, h // 4, w // 4))
+        idx = t.scale_indexes(m.h_s((z_sym.float() + t.z_medians).to(self.device)))
         return _decode_y(t, decoders, idx, streams).float().to(self.device)
 
     def _synthesize(self, y_hat, quality):

@@ -45,6 +45,15 @@ class LatentCodec(Codec):
     def fingerprint(self, quality: float) -> bytes:
         """8-byte fingerprint of the weights that code this quality."""
 
+    def fingerprints(self, quality: float) -> tuple[bytes, ...]:
+        """Every fingerprint whose streams this codec decodes: the one it writes first, then those
+        of older format versions of the same weights."""
+        return (self.fingerprint(quality),)
+
+    def stream_fingerprint(self, quality: float, version: int) -> bytes:
+        """The fingerprint a stream of format ``version`` must carry to decode with this codec."""
+        return self.fingerprint(quality)
+
     @abc.abstractmethod
     def _encode(self, x: torch.Tensor, quality: float) -> tuple[list[tuple[bytes, ...]], tuple[int, int, int]]:
         """Padded batch ``(B, 3, H, W)`` to per-image strings and the latent shape ``(C, h, w)``."""
@@ -100,7 +109,7 @@ class LatentCodec(Codec):
                     f"bitstream {i} was written by codec id {h.codec_id}, not {self.name} "
                     f"(id {self.config.codec_id}); decode it with mlcodec.codec_for(data)"
                 )
-            expected = self.fingerprint(h.quality)
+            expected = self.stream_fingerprint(h.quality, h.version)
             if h.fingerprint != expected:
                 raise BitstreamError(
                     f"bitstream {i} was written with weights {h.fingerprint.hex()}, but this "

@@ -116,21 +116,20 @@ class GainedMeanScaleHyperprior(nn.Module):
         return torch.round(self.h_a(y_g) * hgain - medians)
 
     def hyper_synthesis(self, z_hat_g: Tensor, inv_hgain: Tensor) -> tuple[Tensor, Tensor]:
-        """Scales and means of the gained latent from the (gained, quantized) hyper-latent.
+        """Scales and means of the gained latent from the (gained, quantized) hyper-latent, in
+        floating point: what training uses, and how streams of formats 1 and 2 were coded.
 
         The range coder's tables are picked by these scales, so encoder and decoder must compute
-        them bit for bit alike, whatever else shares the batch. The transposed convolutions here
-        give per-image results that do not depend on the batch, but the last convolution (1x1,
-        and 3x3 too on the small hyper-latents of small images) runs as one matrix product over the
-        whole batch, whose blocking (and so its rounding) changes with the batch size: at
-        inference it runs image by image.
+        them bit for bit alike. Floating-point convolutions do not promise that across thread
+        counts, CPUs or devices, nor across batch sizes (a batched GEMM blocks, and so rounds,
+        differently): at inference this runs image by image, which makes a machine agree with
+        itself. Format 3 computes them in integers instead (``mlcodec.models.exact_hyper``).
         """
-        h = self.h_s[:-1](z_hat_g * inv_hgain)
-        last = self.h_s[-1]
         if not torch.is_grad_enabled():
-            out = torch.cat([last(h[i : i + 1]) for i in range(h.shape[0])])
+            parts = [self.h_s(z_hat_g[i:i + 1] * inv_hgain[i:i + 1]) for i in range(z_hat_g.shape[0])]
+            out = torch.cat(parts)
         else:
-            out = last(h)
+            out = self.h_s(z_hat_g * inv_hgain)
         scales, means = out.chunk(2, 1)
         return scales, means
 

@@ -1,0 +1,437 @@
+"""Integer hyper-synthesis: entropy parameters that every machine computes bit for bit alike.
+
+The range coder picks each latent symbol's CDF by its predicted scale, so the decoder must derive
+exactly the encoder's table indexes, or the rANS stream desynchronises. A floating-point
+hyper-synthesis does not promise that: its rounding changes with the thread count, the CPU's
+vector unit, the torch build, the batch and the device. Following Ballé, Johnston and Minnen,
+"Integer Networks for Data Compression with Latent-Variable Models" (ICLR 2019), bitstream format
+3 computes everything between the hyper-latent's symbols and the decoded latent in integers::
+
+    z symbols ─(z·2^16 + med16)·a(q) >> ─► u ─deconv─► +b ─requant, leaky─► ─deconv─► +b ─requant,
+    leaky─► ─conv─► acc ─┬─ scale channels: index = #{k : T[c, k] < acc}
+                         └─ mean channels:  mean = ((acc·Mm + r) >> s) / 2^MEAN_FRAC_BITS
+
+    decoded latent = (y symbols + mean) · inv_gain(q)          (float64 ops, rounded once to float32)
+
+- **Weights** are integers per output channel (``round(w · sw_c)``), biases integers in the
+  accumulator's scale, all stored in the weights file (``exact.*`` tensors) and never re-derived,
+  so no floating-point reduction decides them.
+- **Convolutions** run as GEMMs (``unfold`` + ``matmul``) on integer-valued float32 tensors. Each
+  output's ``sum |w·x|`` is below 2^24 by construction (weight scales are chosen against the
+  clamped input range, per transposed-convolution phase), so every partial sum is an exact float32
+  integer and the result does not depend on the summation order, blocking, threads or device.
+  Algorithms that are not exact on integers (Winograd, FFT, TF32, bf16) are kept out: no cuDNN or
+  oneDNN convolution is called, and matmul precision is pinned to ``highest`` while it runs.
+  A transposed convolution (k5, s2) is four polyphase 3x3 correlations in one GEMM, then
+  ``pixel_shuffle``.
+- **Nonlinearities and requantization** are integer ops on int64: ``(acc · M + 2^(S-1)) >> S``
+  per output channel, the LeakyReLU's 0.01 slope folded into a second multiplier for negative
+  accumulators, then a clamp to the next layer's range.
+- **Quality-dependent constants** (the hyper gain ``a(q)`` and the latent's inverse gain) come from
+  the model's log-gain tables through :func:`exact_exp`, which uses only IEEE double additions,
+  multiplications and divisions in Python floats: the same on every platform.
+- **Scale-table indexes** are integer comparisons against per-channel thresholds
+  ``T[c, k] = floor(bound_k · D_c)`` (``D_c`` the channel's accumulator scale), the same rule as
+  CompressAI's ``build_indexes`` (count of bounds below the scale).
+
+:func:`reference_params` is a pure numpy int64 implementation, written from the layers'
+definitions (direct transposed convolution, no polyphase GEMM); the fast path must equal it bit
+for bit (tested, also on golden streams under other thread counts and instruction sets).
+:func:`integerize` converts a trained float model, calibrating each layer's range on the
+hyper-latents of training photos.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: fixed-point bits of the z medians (folded into a constant input channel of the first layer)
+MED_FRAC_BITS = 16
+#: the decoded means are integers in units of 2^-MEAN_FRAC_BITS
+MEAN_FRAC_BITS = 10
+#: requantization multipliers and every ``acc · multiplier`` product stay below 2^62
+_PRODUCT_BITS = 62
+LEAKY_SLOPE = 0.01
+PREFIX = "exact."
+#: every accumulator's sum |w·x| + |b| stays below 2^ACC_BITS, so float32 GEMMs are exact
+ACC_BITS = 24
+#: the clamp of the hyper-latent symbols and of the hidden activations. With 24-bit accumulators
+#: these leave ~7-bit weights in layer 1; the rate this costs is measured in BENCHMARKS.md
+#: (``benchmarks/exact_cost.py``); a probe over (Z_MAX, HIDDEN_MAX) chose them.
+Z_MAX, HIDDEN_MAX = 255, 2047
+
+_LN2_HI = 6.93147180369123816490e-01  # fdlibm's split of ln 2 (Cody-Waite reduction)
+_LN2_LO = 1.90821492927058770002e-10
+
+
+def exact_exp(x: float) -> float:
+    """``e**x`` from IEEE double +, -, *, / only (Python floats): the same bits on every platform,
+    unlike libm's or a vector unit's ``exp``. Accurate to a few ulp over the gains' range."""
+    k = int(round(x / 0.6931471805599453))
+    r = (x - k * _LN2_HI) - k * _LN2_LO
+    term, total = 1.0, 1.0
+    for i in range(1, 27):
+        term = term * r / i
+        total = total + term
+    return math.ldexp(total, k)
+
+
+def _interp_log(table: Tensor, quality: float) -> list[float]:
+    """A gain table's log values at ``quality``, interpolated as the float model does, in Python
+    floats (deterministic)."""
+    rows = table.detach().cpu().double().tolist()
+    levels = len(rows)
+    t = min(max(float(quality), 0.0), 1.0) * (levels - 1)
+    lo = min(int(math.floor(t)), levels - 2)
+    frac = t - lo
+    return [a * (1.0 - frac) + b * frac for a, b in zip(rows[lo], rows[lo + 1])]
+
+
+@dataclass(frozen=True)
+class QualityConstants:
+    """The inverse hyper gain ``(N,)`` and the latent's inverse gain ``(M,)`` of one stored
+    quality, float64 from :func:`exact_exp`."""
+
+    inv_hyper_gain: Tensor
+    inv_gain: Tensor
+
+
+def quality_constants(log_inv_hyper_gain: Tensor, log_inv_gain: Tensor, quality: float) -> QualityConstants:
+    return QualityConstants(
+        torch.tensor([exact_exp(v) for v in _interp_log(log_inv_hyper_gain, quality)], dtype=torch.float64),
+        torch.tensor([exact_exp(v) for v in _interp_log(log_inv_gain, quality)], dtype=torch.float64),
+    )
+
+
+# -- the integer network's tensors ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExactTables:
+    """The integer hyper-synthesis as stored in a weights file (``exact.*`` tensors).
+
+    Layer 0 (a transposed convolution) takes the hyper-latent symbols themselves, clamped to
+    ``±z_max``, plus a constant channel of ones that carries the z medians: its integer weights
+    ``round(w · inv_hgain(q) · w0_scale)`` are built per quality from the float weights
+    (:func:`layer0_weights`). Layers 1 (transposed) and 2 have stored integer weights.
+    """
+
+    acc_bits: int  # every accumulator's sum |w·x| + |b| stays below 2^acc_bits
+    z_max: int
+    hidden_max: int
+    z_med16: Tensor  # (N,) int64, round(median · 2^16)
+    w0_scale: Tensor  # (C0,) float64, layer 0's weight scale per output channel
+    w: tuple[Tensor, Tensor]  # int32: layer 1 (Cin, Cout, 5, 5), layer 2 (Cout, Cin, k, k)
+    b: tuple[Tensor, Tensor, Tensor]  # int64 per output channel, in the accumulators' scale
+    mult: tuple[Tensor, Tensor]  # int64 requant multipliers of layers 0, 1 (acc >= 0)
+    mult_neg: tuple[Tensor, Tensor]  # the same times the LeakyReLU slope (acc < 0)
+    shifts: Tensor  # int64 (3,): requant shifts of layers 0, 1 and of the means
+    thresholds: Tensor  # (M, K) int64 scale-index thresholds of the scale channels
+    mean_mult: Tensor  # (M,) int64, the mean channels to units of 2^-MEAN_FRAC_BITS
+
+    def state_dict(self) -> dict[str, Tensor]:
+        out = {"acc_bits": torch.tensor(self.acc_bits), "z_max": torch.tensor(self.z_max),
+               "hidden_max": torch.tensor(self.hidden_max), "z_med16": self.z_med16,
+               "w0_scale": self.w0_scale, "w1": self.w[0], "w2": self.w[1], "b0": self.b[0],
+               "b1": self.b[1], "b2": self.b[2], "mult0": self.mult[0], "mult1": self.mult[1],
+               "mult_neg0": self.mult_neg[0], "mult_neg1": self.mult_neg[1],
+               "shifts": self.shifts, "thresholds": self.thresholds, "mean_mult": self.mean_mult}
+        return {PREFIX + k: v.contiguous() for k, v in out.items()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Tensor]) -> ExactTables:
+        s = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
+        return cls(int(s["acc_bits"]), int(s["z_max"]), int(s["hidden_max"]), s["z_med16"],
+                   s["w0_scale"], (s["w1"], s["w2"]), (s["b0"], s["b1"], s["b2"]),
+                   (s["mult0"], s["mult1"]), (s["mult_neg0"], s["mult_neg1"]), s["shifts"],
+                   s["thresholds"], s["mean_mult"])
+
+
+def has_exact_tables(state: dict[str, Tensor]) -> bool:
+    return any(k.startswith(PREFIX) for k in state)
+
+
+def _phase_abs_sums(w_abs: Tensor) -> Tensor:
+    """Per output channel of a (Cin, Cout, 5, 5) stride-2 transposed convolution, the largest sum
+    over the taps that one output phase uses (each output sums one phase's taps only)."""
+    sums = [w_abs[:, :, ph::2, pw::2].sum((0, 2, 3)) for ph in range(2) for pw in range(2)]
+    return torch.stack(sums).amax(0)
+
+
+def layer0_weights(w0: Tensor, inv_hyper_gain: Tensor, tables: ExactTables) -> Tensor:
+    """Layer 0's integer weights at one quality, int64 ``(N + 1, C0, 5, 5)``: the float weights
+    times the inverse hyper gain and the stored scale, rounded (elementwise IEEE ops only), and a
+    last input row for the constant channel, ``sum_c w[c] · median_c`` in exact integers.
+    Raises ``ArithmeticError`` if an accumulator could reach 2^acc_bits."""
+    w = torch.round(w0.detach().cpu().double() * inv_hyper_gain.view(-1, 1, 1, 1)
+                    * tables.w0_scale.view(1, -1, 1, 1)).to(torch.int64)
+    med = (w * tables.z_med16.view(-1, 1, 1, 1)).sum(0, keepdim=True)
+    w = torch.cat([w, (med + (1 << (MED_FRAC_BITS - 1))) >> MED_FRAC_BITS])
+    a = w.abs()
+    a[:-1] *= tables.z_max
+    worst = _phase_abs_sums(a) + tables.b[0].abs()
+    if int(worst.max()) >= 2**tables.acc_bits:
+        raise ArithmeticError(f"exact hyper-synthesis: layer 0 could reach {int(worst.max())} "
+                              f">= 2^{tables.acc_bits} at this quality; the tables are not valid")
+    return w
+
+
+# -- the fast path: GEMMs on integer-valued floats ------------------------------------------------
+
+def _deconv_gemm_weight(w: Tensor) -> Tensor:
+    """A (Cin, Cout, 5, 5) stride-2 transposed convolution (padding 2, output padding 1) as one 3x3
+    correlation to 4·Cout polyphase channels (pixel_shuffle order), shaped (4·Cout, Cin·9).
+
+    Output ``2m + p`` takes input ``m + d`` (d in -1, 0, 1) through kernel tap ``2 + p - 2d``."""
+    cin, cout = w.shape[:2]
+    out = torch.zeros(cout, 2, 2, cin, 3, 3, dtype=w.dtype)
+    for ph in range(2):
+        for pw in range(2):
+            for dh in range(3):
+                for dw in range(3):
+                    kh, kw = 2 + ph - 2 * (dh - 1), 2 + pw - 2 * (dw - 1)
+                    if 0 <= kh < 5 and 0 <= kw < 5:
+                        out[:, ph, pw, :, dh, dw] = w[:, :, kh, kw].t()
+    return out.reshape(cout * 4, cin * 9)
+
+
+def _requant(acc: Tensor, mult: Tensor, mult_neg: Tensor, shift: int, limit: int) -> Tensor:
+    view = (1, -1, 1, 1)
+    m = torch.where(acc >= 0, mult.view(view), mult_neg.view(view))
+    return ((acc * m + (1 << (shift - 1))) >> shift).clamp_(-limit, limit)
+
+
+class ExactHyperSynthesis:
+    """The fast integer hyper-synthesis of one model: ``(z symbols, quality) -> (indexes, means)``.
+
+    Holds the stored tables and their GEMM-shaped float32 copies; layer 0's weights and the gains
+    are built once per quality and cached.
+    """
+
+    def __init__(self, tables: ExactTables, w0: Tensor, log_inv_hyper_gain: Tensor,
+                 log_inv_gain: Tensor, device: torch.device | str = "cpu") -> None:
+        if tables.acc_bits > 24:
+            raise ValueError(f"integer tables with {tables.acc_bits}-bit accumulators need float64 "
+                             f"GEMMs, which this mlcodec does not run; upgrade mlcodec")
+        self.tables = tables
+        self.device = torch.device(device)
+        self.dtype = torch.float32
+        self._w0 = w0.detach().cpu().clone()
+        self._log_ihg = log_inv_hyper_gain.detach().cpu().clone()
+        self._log_ig = log_inv_gain.detach().cpu().clone()
+        self._per_quality: dict[float, tuple[QualityConstants, Tensor]] = {}
+        self._k = tables.w[1].shape[-1]
+        dev = self.device
+        self._weights = [_deconv_gemm_weight(tables.w[0]).to(dev, self.dtype),
+                      tables.w[1].reshape(tables.w[1].shape[0], -1).to(dev, self.dtype)]
+        self._b = [b.to(dev).view(1, -1, 1, 1) for b in tables.b]
+        self._mult = [m.to(dev) for m in tables.mult]
+        self._mult_neg = [m.to(dev) for m in tables.mult_neg]
+        self._shifts = [int(s) for s in tables.shifts]
+        self._thresholds = tables.thresholds.to(dev)
+        self._mean_mult = tables.mean_mult.to(dev).view(1, -1, 1, 1)
+
+    def for_quality(self, quality: float) -> tuple[QualityConstants, Tensor]:
+        """The gains and layer 0's GEMM weight of one stored quality (cached)."""
+        q = float(quality)
+        if q not in self._per_quality:
+            consts = quality_constants(self._log_ihg, self._log_ig, q)
+            w0 = layer0_weights(self._w0, consts.inv_hyper_gain, self.tables)
+            self._per_quality[q] = (consts, _deconv_gemm_weight(w0).to(self.device, self.dtype))
+        return self._per_quality[q]
+
+    def _gemm(self, w: Tensor, x: Tensor, k: int) -> Tensor:
+        """Integer-valued ``x`` through a stride-1 k x k correlation as one GEMM; int64 result."""
+        b, c, h, wd = x.shape
+        cols = x.reshape(b, c, h * wd) if k == 1 else F.unfold(x, k, padding=k // 2)
+        cols = cols.permute(1, 0, 2).reshape(cols.shape[1], b * h * wd)  # one GEMM for the batch
+        acc = torch.mm(w, cols)  # exact: every |partial sum| < 2^24
+        return acc.to(torch.int64).reshape(-1, b, h, wd).transpose(0, 1)
+
+    @torch.no_grad()
+    def __call__(self, z_sym: Tensor, quality: float) -> tuple[Tensor, Tensor]:
+        """Scale-table indexes (int32) and means (int32, units of 2^-MEAN_FRAC_BITS) of the latent,
+        ``(B, M, 4h, 4w)`` each, for integer hyper-latent symbols ``(B, N, h, w)``."""
+        t = self.tables
+        _, w0 = self.for_quality(quality)
+        z = z_sym.to(self.device, self.dtype).clamp(-t.z_max, t.z_max)
+        x = torch.cat([z, torch.ones_like(z[:, :1])], 1)
+        prec = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+        try:
+            for i, w in enumerate((w0, self._weights[0])):
+                acc = F.pixel_shuffle(self._gemm(w, x, 3), 2) + self._b[i]
+                x = _requant(acc, self._mult[i], self._mult_neg[i], self._shifts[i], t.hidden_max)
+                x = x.to(self.dtype)
+            acc = self._gemm(self._weights[1], x, self._k) + self._b[2]
+        finally:
+            torch.set_float32_matmul_precision(prec)
+        m = acc.shape[1] // 2
+        s = self._shifts[2]
+        means = (acc[:, m:] * self._mean_mult + (1 << (s - 1))) >> s
+        return _scale_indexes(acc[:, :m], self._thresholds), means.to(torch.int32)
+
+    def dequantize(self, y_sym: Tensor, means: Tensor, quality: float) -> Tensor:
+        """The decoded latent ``(y symbols + mean) · inv_gain(q)``: float64 ops, one rounding to
+        float32 (each op is correctly rounded IEEE arithmetic, so every device agrees)."""
+        ig = self.for_quality(quality)[0].inv_gain.to(y_sym.device).view(1, -1, 1, 1)
+        y = y_sym.to(torch.float64) + means.to(y_sym.device, torch.float64) * 2.0**-MEAN_FRAC_BITS
+        return (y * ig).to(torch.float32)
+
+
+def _scale_indexes(acc: Tensor, thresholds: Tensor) -> Tensor:
+    """Per channel, how many thresholds lie below each accumulator (CompressAI's rule: the count
+    of table bounds below the scale)."""
+    b, c, h, w = acc.shape
+    flat = acc.permute(1, 0, 2, 3).reshape(c, -1).contiguous()
+    idx = torch.searchsorted(thresholds, flat, right=False)
+    return idx.reshape(c, b, h, w).permute(1, 0, 2, 3).to(torch.int32).contiguous()
+
+
+# -- the numpy int64 reference ----------------------------------------------------------------
+
+def _np_deconv(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Transposed convolution k5 s2 p2 output-padding 1 by its definition, int64: input (i, j)
+    adds ``x · w[:, :, kh, kw]`` to output (2i - 2 + kh, 2j - 2 + kw)."""
+    b, _, h, wd = x.shape
+    full = np.zeros((b, w.shape[1], 2 * h + 3, 2 * wd + 3), dtype=np.int64)
+    for kh in range(5):
+        for kw in range(5):
+            full[:, :, kh:kh + 2 * h:2, kw:kw + 2 * wd:2] += np.einsum("bchw,co->bohw", x, w[:, :, kh, kw])
+    return full[:, :, 2:2 + 2 * h, 2:2 + 2 * wd]
+
+
+def _np_conv(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    k = w.shape[-1]
+    p = k // 2
+    b, _, h, wd = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    out = np.zeros((b, w.shape[0], h, wd), dtype=np.int64)
+    for kh in range(k):
+        for kw in range(k):
+            out += np.einsum("bchw,oc->bohw", xp[:, :, kh:kh + h, kw:kw + wd], w[:, :, kh, kw])
+    return out
+
+
+def _np_requant(acc: np.ndarray, mult: np.ndarray, shift: int) -> np.ndarray:
+    return (acc * mult + (1 << (shift - 1))) >> shift
+
+
+def reference_params(tables: ExactTables, w0: Tensor, log_inv_hyper_gain: Tensor,
+                     log_inv_gain: Tensor, z_sym: np.ndarray, quality: float) -> tuple[np.ndarray, np.ndarray]:
+    """The scale indexes and means of :class:`ExactHyperSynthesis`, from the layers' definitions
+    in numpy int64 (layer 0's per-quality weights from numpy float64 elementwise ops)."""
+    t = {k[len(PREFIX):]: v.numpy() for k, v in tables.state_dict().items()}
+    col = lambda v: np.asarray(v).reshape(1, -1, 1, 1)  # noqa: E731
+    ihg = quality_constants(log_inv_hyper_gain, log_inv_gain, quality).inv_hyper_gain.numpy()
+    w = np.round(w0.detach().cpu().numpy().astype(np.float64) * ihg[:, None, None, None]
+                 * t["w0_scale"][None, :, None, None]).astype(np.int64)
+    med = (w * t["z_med16"][:, None, None, None]).sum(0, keepdims=True)
+    w = np.concatenate([w, (med + (1 << (MED_FRAC_BITS - 1))) >> MED_FRAC_BITS])
+    z = np.clip(z_sym.astype(np.int64), -tables.z_max, tables.z_max)
+    x = np.concatenate([z, np.ones_like(z[:, :1])], 1)
+    shifts = [int(s) for s in t["shifts"]]
+    for i, wi in enumerate((w, t["w1"].astype(np.int64))):
+        acc = _np_deconv(x, wi) + col(t[f"b{i}"])
+        m = np.where(acc >= 0, col(t[f"mult{i}"]), col(t[f"mult_neg{i}"]))
+        x = np.clip(_np_requant(acc, m, shifts[i]), -tables.hidden_max, tables.hidden_max)
+    acc = _np_conv(x, t["w2"].astype(np.int64)) + col(t["b2"])
+    m = acc.shape[1] // 2
+    thr = t["thresholds"]
+    idx = np.stack([(acc[:, c, :, :, None] > thr[c]).sum(-1) for c in range(m)], 1)
+    means = _np_requant(acc[:, m:], col(t["mean_mult"]), shifts[2])
+    return idx.astype(np.int32), means.astype(np.int32)
+
+
+# -- conversion of a trained float model -----------------------------------------------------------
+
+def _shift_for(ratios: Tensor, acc_bits: int) -> int:
+    """The largest requant shift whose multipliers ``round(ratio · 2^shift)`` keep
+    ``acc · multiplier`` below 2^62 for ``|acc| < 2^acc_bits``."""
+    room = 2.0 ** (_PRODUCT_BITS - acc_bits) - 1
+    return min(_PRODUCT_BITS - 1, int(math.floor(math.log2(room / float(ratios.max())))))
+
+
+def _fit_scale(sums: Tensor, bias: Tensor, x_max: int, acc_bits: int, w_max: Tensor,
+               n_taps: int) -> Tensor:
+    """Per output channel, a weight scale with ``sum|round(w·s)|·x_max + |b·s| < 2^acc_bits`` (the
+    worst phase's ``sum |w|`` is ``sums``; rounding adds at most ``n_taps / 2``) and
+    ``|round(w·s)| < 2^31``."""
+    room = 2.0**acc_bits * 0.999 - n_taps * 0.5 * x_max
+    s = room / (sums * x_max + bias.abs()).clamp_min(1e-30)
+    return torch.minimum(s, (2.0**31 - 2) / w_max.clamp_min(1e-30))
+
+
+@torch.no_grad()
+def integerize(model, calibration: Iterable[tuple[Tensor, float]]) -> ExactTables:
+    """Integer tables for a trained ``GainedMeanScaleHyperprior`` (its last ``h_s`` layer 1x1 or
+    3x3), calibrated on ``(z symbols, quality)`` batches: each hidden layer's largest
+    ``|activation|`` maps to ``HIDDEN_MAX_SCALE`` of the hidden range."""
+    acc_bits, z_max, hidden_max = ACC_BITS, Z_MAX, HIDDEN_MAX
+    hs = model.h_s
+    med = model.entropy_bottleneck._get_medians().detach().reshape(-1).double()
+    z_med16 = torch.round(med * 2**MED_FRAC_BITS).to(torch.int64)
+    amax = [0.0, 0.0]
+    for z_sym, q in calibration:
+        _, _, _, ihg = model.gains(torch.full((z_sym.shape[0],), float(q)))
+        h1 = hs[1](hs[0]((z_sym.float() + med.float().view(1, -1, 1, 1)) * ihg))
+        h2 = hs[3](hs[2](h1))
+        amax = [max(amax[0], float(h1.abs().max())), max(amax[1], float(h2.abs().max()))]
+    sx = [HIDDEN_MAX_SCALE * hidden_max / a for a in amax]
+    # layer 0: the worst case over qualities is the largest inverse hyper gain of any level
+    w0 = hs[0].weight.detach().double()
+    ihg_max = model.log_inv_hyper_gain.detach().double().exp().amax(0) * 1.0001
+    eff = w0.abs() * ihg_max.view(-1, 1, 1, 1) * (z_max + med.abs()).view(-1, 1, 1, 1) / z_max
+    w0_scale = _fit_scale(_phase_abs_sums(eff), hs[0].bias.double(), z_max, acc_bits,
+                          (w0.abs() * ihg_max.view(-1, 1, 1, 1)).amax((0, 2, 3)), 9 * (w0.shape[0] + 1))
+    w1 = hs[2].weight.detach().double()
+    s1 = _fit_scale(_phase_abs_sums(w1.abs()), hs[2].bias.double() * sx[0], hidden_max, acc_bits,
+                    w1.abs().amax((0, 2, 3)), 9 * w1.shape[0])
+    w2 = hs[4].weight.detach().double()
+    s2 = _fit_scale(w2.abs().sum((1, 2, 3)), hs[4].bias.double() * sx[1], hidden_max, acc_bits,
+                    w2.abs().amax((1, 2, 3)), w2[0].numel())
+    d = [w0_scale, sx[0] * s1, sx[1] * s2]  # accumulator units per real unit, per channel
+    w1_int = torch.round(w1 * s1.view(1, -1, 1, 1)).to(torch.int32)
+    w2_int = torch.round(w2 * s2.view(-1, 1, 1, 1)).to(torch.int32)
+    b = tuple(torch.round(layer.bias.detach().double() * di).to(torch.int64)
+              for layer, di in zip((hs[0], hs[2], hs[4]), d))
+    mult, mult_neg, shifts = [], [], []
+    for i in range(2):
+        ratio = sx[i] / d[i]
+        shifts.append(_shift_for(ratio, acc_bits))
+        mult.append(torch.round(ratio * 2.0**shifts[i]).to(torch.int64))
+        mult_neg.append(torch.round(ratio * LEAKY_SLOPE * 2.0**shifts[i]).to(torch.int64))
+    m = model.M
+    ratio = 2.0**MEAN_FRAC_BITS / d[2][m:]
+    shifts.append(_shift_for(ratio, acc_bits))
+    mean_mult = torch.round(ratio * 2.0**shifts[2]).to(torch.int64)
+    bounds = model.gaussian_conditional.scale_table[:-1].detach().double()
+    thresholds = torch.floor(bounds.view(1, -1) * d[2][:m].view(-1, 1)).to(torch.int64)
+    tables = ExactTables(acc_bits, z_max, hidden_max, z_med16, w0_scale, (w1_int, w2_int), b,
+                         tuple(mult), tuple(mult_neg), torch.tensor(shifts, dtype=torch.int64),
+                         thresholds, mean_mult)
+    _check_tables(tables, hs[0].weight, model.log_inv_hyper_gain)
+    return tables
+
+
+#: hidden activations map their calibrated maximum to this fraction of the range (headroom for
+#: images beyond the calibration set; values past the range are clamped)
+HIDDEN_MAX_SCALE = 0.9
+
+
+def _check_tables(t: ExactTables, w0: Tensor, log_inv_hyper_gain: Tensor) -> None:
+    """Every accumulator bound holds: layer 0 at each trained level, layers 1 and 2 as stored."""
+    for row in log_inv_hyper_gain.detach().double():
+        layer0_weights(w0, torch.tensor([exact_exp(float(v)) for v in row], dtype=torch.float64), t)
+    a1 = t.w[0].abs().to(torch.int64) * t.hidden_max
+    a2 = t.w[1].abs().to(torch.int64).sum((1, 2, 3)) * t.hidden_max
+    worst = max(int((_phase_abs_sums(a1) + t.b[1].abs()).max()), int((a2 + t.b[2].abs()).max()))
+    if worst >= 2**t.acc_bits:
+        raise ArithmeticError(f"exact hyper-synthesis: an accumulator could reach {worst} "
+                              f">= 2^{t.acc_bits}")

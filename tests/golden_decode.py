@@ -1,0 +1,39 @@
+"""Decode the golden streams and print their latents' hashes as JSON (run by tests/test_exact.py
+in fresh processes, under other thread counts and instruction sets)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
+
+
+def golden_files() -> list[Path]:
+    return sorted(GOLDEN.glob("*.mlc"))
+
+
+def decode_hashes(batch: int) -> dict[str, str]:
+    """Latent hashes of every golden stream, decoded ``batch`` streams per ``decode_latents`` call
+    (the codec groups each call by shape and quality, so the 16 64x64 crops form real batches)."""
+    import mlcodec
+
+    codec = mlcodec.create_codec()
+    files = golden_files()
+    out = {}
+    for i in range(0, len(files), batch):
+        chunk = files[i:i + batch]
+        for f, y in zip(chunk, codec.decode_latents([f.read_bytes() for f in chunk])):
+            out[f.name] = hashlib.sha256(y.contiguous().numpy().astype("<f4").tobytes()).hexdigest()
+    return out
+
+
+if __name__ == "__main__":
+    threads, batch = int(sys.argv[1]), int(sys.argv[2])
+    torch.set_num_threads(threads)
+    print(json.dumps({"threads": torch.get_num_threads(), "hashes": decode_hashes(batch),
+                      "capability": torch.backends.cpu.get_cpu_capability()}))

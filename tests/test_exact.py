@@ -1,0 +1,171 @@
+"""Format 3: the integer hyper-synthesis decides every entropy-table index and mean exactly alike
+on every thread count, batch, instruction set and device (golden streams in tests/data/golden)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mlcodec
+from mlcodec.bitstream import read_header
+from mlcodec.models import exact_hyper as eh
+
+sys.path.insert(0, str(Path(__file__).parent))
+from golden_decode import GOLDEN, decode_hashes, golden_files  # noqa: E402
+
+EXPECTED = {k: v["latent_sha256"] for k, v in json.loads((GOLDEN / "golden.json").read_text()).items()}
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return mlcodec.create_codec()
+
+
+def test_golden_streams_are_format_3_and_all_listed():
+    files = golden_files()
+    assert len(files) >= 21 and {f.name for f in files} == set(EXPECTED)
+    assert {read_header(f.read_bytes()).version for f in files} == {3}
+
+
+@pytest.mark.parametrize("batch", [1, 7, 16])
+def test_golden_latents_for_every_batch_size(batch):
+    assert decode_hashes(batch) == EXPECTED
+
+
+def test_golden_latents_equal_the_numpy_integer_reference(codec):
+    for f in golden_files():
+        data = f.read_bytes()
+        ref = codec.reference_latent(data)
+        assert np.array_equal(codec.decode_latent(data).numpy(), ref), f.name
+        assert hashlib.sha256(ref.astype("<f4").tobytes()).hexdigest() == EXPECTED[f.name], f.name
+
+
+#: (name, torch threads, environment): lower instruction sets for ATen's kernels, oneDNN's
+#: convolutions and MKL's GEMMs, each set in a fresh process before torch loads
+SETTINGS = [
+    ("1 thread", 1, {}),
+    ("2 threads", 2, {}),
+    ("AVX2", 2, {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                 "MKL_ENABLE_INSTRUCTIONS": "AVX2"}),
+    ("default ISA", 1, {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
+                        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}),
+]
+
+
+@pytest.mark.parametrize("name,threads,env", SETTINGS, ids=[s[0] for s in SETTINGS])
+def test_golden_latents_in_a_fresh_process(name, threads, env):
+    script = Path(__file__).parent / "golden_decode.py"
+    full_env = {**os.environ, **env, "OMP_NUM_THREADS": str(threads)}
+    out = subprocess.run([sys.executable, str(script), str(threads), "7"], env=full_env,
+                         capture_output=True, text=True, timeout=300, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["threads"] == threads
+    if "ATEN_CPU_CAPABILITY" in env:  # the setting took effect
+        assert result["capability"].lower() == env["ATEN_CPU_CAPABILITY"]
+    assert result["hashes"] == EXPECTED, name
+
+
+def test_fast_path_equals_the_numpy_reference_on_random_hyper_latents(codec):
+    """Shapes from 1x1 up, symbols beyond the clamp, qualities on and between the levels."""
+    m, ex = codec.model, codec._hyper
+    gen = torch.Generator().manual_seed(0)
+    for shape, q in [((3, 1, 1), 0.0), ((2, 3, 5), 1.0), ((1, 8, 8), 0.5), ((4, 2, 7), 0.1234567),
+                     ((1, 5, 3), 0.9)]:
+        b, h, w = shape
+        z = (torch.randn(b, m.N, h, w, generator=gen) * 6).round().int()
+        z[0, 0, 0, 0] = 400  # clamped to z_max on both sides
+        idx, means = ex(z, q)
+        ridx, rmeans = eh.reference_params(codec.exact, m.h_s[0].weight, m.log_inv_hyper_gain,
+                                           m.log_inv_gain, z.numpy(), q)
+        assert idx.shape == (b, m.M, 4 * h, 4 * w)
+        assert np.array_equal(idx.numpy(), ridx) and np.array_equal(means.numpy(), rmeans), shape
+        assert idx.min() >= 0 and idx.max() <= m.gaussian_conditional.scale_table.numel() - 1
+
+
+def test_polyphase_gemm_equals_conv_transpose():
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randint(-50, 50, (6, 5, 5, 5), generator=gen).double()
+    x = torch.randint(-9, 9, (2, 6, 3, 4), generator=gen).double()
+    expected = F.conv_transpose2d(x, w, stride=2, padding=2, output_padding=1)
+    cols = F.unfold(x, 3, padding=1)
+    got = F.pixel_shuffle((eh._deconv_gemm_weight(w) @ cols).reshape(2, -1, 3, 4), 2)
+    assert torch.equal(got, expected)
+    assert np.array_equal(eh._np_deconv(x.long().numpy(), w.long().numpy()), expected.long().numpy())
+
+
+def test_exact_exp_is_close_to_exp():
+    for x in np.linspace(-12, 12, 2001):
+        assert math.isclose(eh.exact_exp(float(x)), math.exp(x), rel_tol=1e-15)  # a few ulp
+
+
+def test_tables_hold_the_accumulator_bound_and_refuse_ones_that_do_not(codec):
+    t, m = codec.exact, codec.model
+    eh._check_tables(t, m.h_s[0].weight, m.log_inv_hyper_gain)
+    for q in np.linspace(0, 1, 37):  # between levels too
+        ihg = eh.quality_constants(m.log_inv_hyper_gain, m.log_inv_gain, float(q)).inv_hyper_gain
+        eh.layer0_weights(m.h_s[0].weight, ihg, t)
+    import dataclasses
+
+    bad = dataclasses.replace(t, w0_scale=t.w0_scale * 64)
+    with pytest.raises(ArithmeticError, match="2\\^24"):
+        eh._check_tables(bad, m.h_s[0].weight, m.log_inv_hyper_gain)
+
+
+def test_format_3_costs_little_rate_and_no_quality(codec, photo):
+    float_codec = mlcodec.create_codec()
+    float_codec.format_version = 2
+    for q in (0.1, 0.5, 0.9):
+        d3, d2 = codec.compress(photo, q), float_codec.compress(photo, q)
+        assert len(d3) <= len(d2) * 1.02, q
+        x3, x2 = (np.asarray(c.decompress(d), dtype=np.float64) for c, d in ((codec, d3), (float_codec, d2)))
+        ref = np.asarray(photo, dtype=np.float64)
+        assert abs(np.mean((x3 - ref) ** 2) - np.mean((x2 - ref) ** 2)) < 0.02 * np.mean((x2 - ref) ** 2)
+
+
+def test_weights_keep_the_float_fingerprint_for_older_formats(codec):
+    """The integer tables change format 3's fingerprint, not the one formats 1-2 carry, so the
+    streams an older release wrote still decode with the same weights file."""
+    assert codec.stream_fingerprint(0.5, 3) != codec.stream_fingerprint(0.5, 2)
+    assert codec.stream_fingerprint(0.5, 2) == codec.stream_fingerprint(0.5, 1)
+    assert set(codec.fingerprints(0.5)) == {codec.stream_fingerprint(0.5, v) for v in (2, 3)}
+
+
+def _with_bad_checksum(data: bytes) -> bytes:
+    from mlcodec.bitstream import Bitstream, pack, unpack
+
+    bs = unpack(data)
+    return pack(Bitstream(bs.header, (bs.strings[0], bytes(b ^ 0xFF for b in bs.strings[1]))))
+
+
+def test_verify_names_each_failing_file_and_counts_formats(tmp_path, codec, photo, capsys):
+    from mlcodec.cli import main
+
+    old = mlcodec.create_codec()
+    old.format_version = 2
+    good = [f.read_bytes() for f in golden_files()[:9]]
+    for i, d in enumerate(good):
+        (tmp_path / f"good{i}.mlc").write_bytes(d)
+    (tmp_path / "old.mlc").write_bytes(old.compress(photo, 0.5))
+    (tmp_path / "bad.mlc").write_bytes(_with_bad_checksum(good[3]))
+    (tmp_path / "cut.mlc").write_bytes(good[0][:30])
+    assert main(["-q", "verify", str(tmp_path), "--batch", "4"]) == 1
+    out = capsys.readouterr().out
+    failed = sorted(line.split()[1].rsplit("/", 1)[-1].rstrip(":") for line in out.splitlines()
+                    if line.startswith("FAIL"))
+    assert failed == ["bad.mlc", "cut.mlc"]
+    assert "fails its checksum" in out and "truncated" in out
+    assert "verified 12 samples (format 2: 1, format 3: 10): 10 decode, 2 fail" in out
+    assert "re-encode" in out
+    (tmp_path / "bad.mlc").unlink()
+    (tmp_path / "cut.mlc").unlink()
+    assert main(["-q", "verify", str(tmp_path)]) == 0
