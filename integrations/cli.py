@@ -50,6 +50,19 @@ def cmd_shard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reencode(args: argparse.Namespace) -> int:
+    from .webdataset import reencode_shards
+
+    source = _source(args) if (args.src or args.coco or args.hf) else None
+    m = reencode_shards(args.shards, args.output, source=source, codec=args.codec,
+                        batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+    c = mlcodec.create_codec(m.codec)
+    print(f"re-encoded {m.samples} samples into {len(m.shards)} shards at {args.output}: "
+          f"{m.shard_bytes} bytes, mean {m.mean_bpp:.3f} bpp ({m.codec}, quality {m.quality}, "
+          f"bitstream format {getattr(c, 'format_version', '?')})")
+    return 0
+
+
 def _shard_with_ray(source, args: argparse.Namespace):
     try:
         import ray
@@ -93,3 +106,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most")
     s.add_argument("--maxsize-mb", type=float, default=256, help="shard size at most (MiB)")
     s.set_defaults(func=cmd_shard)
+
+    r = sub.add_parser("reencode", help="write a shard folder's dataset again from its source, in "
+                                        "the current bitstream format (resumable)")
+    r.add_argument("shards", help="the old shard folder (with its job.json or manifest.json)")
+    r.add_argument("-o", "--output", required=True, help="output folder for the new shards")
+    r.add_argument("src", nargs="?", help="the image folder, if it moved since (else the one the "
+                                          "job recorded)")
+    r.add_argument("--coco", help="COCO instances JSON, if it moved")
+    r.add_argument("--images", help="image folder for --coco")
+    r.add_argument("--hf", help="Hugging Face dataset path, if it moved")
+    r.add_argument("--image-column", default="image")
+    r.add_argument("--label-column", action="append", default=[], help="repeatable")
+    r.add_argument("--codec", type=codec_arg("learned"),
+                   help="another codec than the job's (default: the one it recorded)")
+    r.add_argument("--workers", type=int, default=0, help="encoding processes (0 = in process)")
+    r.add_argument("--batch-size", type=int, default=16)
+    r.set_defaults(func=cmd_reencode)

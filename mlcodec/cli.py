@@ -236,10 +236,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mlcodec", description=__doc__)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="log details")
+    # -q/-v go before or after the command: every subcommand (plugins too) gets them, without a
+    # default of its own so that one given before the command is kept
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log details")
+    p = argparse.ArgumentParser(prog="mlcodec", description=__doc__, parents=[common])
+    p.set_defaults(quiet=False, verbose=False)
     sub = p.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+    sub.add_parser = lambda name, **kw: add_parser(  # type: ignore[method-assign]
+        name, parents=[common, *kw.pop("parents", [])], **kw)
 
     c = sub.add_parser("compress", help="images (files or folders) to .mlc bitstreams")
     c.add_argument("sources", nargs="+")

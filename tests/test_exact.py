@@ -92,13 +92,12 @@ def test_fast_path_equals_the_numpy_reference_on_random_hyper_latents(codec):
         assert idx.min() >= 0 and idx.max() <= m.gaussian_conditional.scale_table.numel() - 1
 
 
-def test_polyphase_gemm_equals_conv_transpose():
+def test_phase_gemms_equal_conv_transpose():
     gen = torch.Generator().manual_seed(1)
     w = torch.randint(-50, 50, (6, 5, 5, 5), generator=gen).double()
     x = torch.randint(-9, 9, (2, 6, 3, 4), generator=gen).double()
     expected = F.conv_transpose2d(x, w, stride=2, padding=2, output_padding=1)
-    cols = F.unfold(x, 3, padding=1)
-    got = F.pixel_shuffle((eh._deconv_gemm_weight(w) @ cols).reshape(2, -1, 3, 4), 2)
+    got = eh._Deconv(w, torch.device("cpu"), torch.float64)(x)
     assert torch.equal(got, expected)
     assert np.array_equal(eh._np_deconv(x.long().numpy(), w.long().numpy()), expected.long().numpy())
 
@@ -169,3 +168,24 @@ def test_verify_names_each_failing_file_and_counts_formats(tmp_path, codec, phot
     (tmp_path / "bad.mlc").unlink()
     (tmp_path / "cut.mlc").unlink()
     assert main(["-q", "verify", str(tmp_path)]) == 0
+
+
+def test_scale_indexer_equals_binary_search_on_every_path(codec):
+    """The log-guess indexer (numpy on a CPU, torch elsewhere) against searchsorted, on the
+    packaged thresholds at and around every threshold, and on a table where the guess fails
+    (repeated thresholds), which must fall back to the binary search."""
+    t = codec.exact.thresholds
+    gen = torch.Generator().manual_seed(0)
+    edges = t.clamp(max=2**24 - 1).float()
+    acc = torch.cat([torch.randint(-2**24 + 1, 2**24, (t.shape[0], 3000), generator=gen).float(),
+                     edges, edges + 1, edges - 1], 1)
+    expected = torch.searchsorted(t, acc.long().contiguous())
+    indexer = eh._ScaleIndexer(t)
+    assert torch.equal(indexer(acc).long(), expected)
+    idx, ok = indexer._torch(acc)
+    assert ok and torch.equal(idx, expected)
+    flat = t.clone()
+    flat[0, :10] = flat[0, 0]  # ten equal thresholds: the guess is off by more than one
+    expected = torch.searchsorted(flat, acc.long().contiguous())
+    assert not eh._ScaleIndexer(flat)._numpy(acc.numpy())[1]
+    assert torch.equal(eh._ScaleIndexer(flat)(acc).long(), expected)

@@ -107,7 +107,7 @@ class CocoSource(Source):
         return len(self.items)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "category_ids": self.category_ids}
+        return {**super().describe(), "category_ids": self.category_ids, "images": str(self.images)}
 
     def __getitem__(self, i: int) -> SourceSample:
         info = self.items[i]

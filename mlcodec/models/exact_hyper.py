@@ -22,8 +22,8 @@ vector unit, the torch build, the batch and the device. Following Ballé, Johnst
   integer and the result does not depend on the summation order, blocking, threads or device.
   Algorithms that are not exact on integers (Winograd, FFT, TF32, bf16) are kept out: no cuDNN or
   oneDNN convolution is called, and matmul precision is pinned to ``highest`` while it runs.
-  A transposed convolution (k5, s2) is four polyphase 3x3 correlations in one GEMM, then
-  ``pixel_shuffle``.
+  A transposed convolution (k5, s2) is four GEMMs, one per output phase, over the taps that
+  phase uses.
 - **Nonlinearities and requantization** are integer ops on int64: ``(acc · M + 2^(S-1)) >> S``
   per output channel, the LeakyReLU's 0.01 slope folded into a second multiplier for negative
   accumulators, then a clamp to the next layer's range.
@@ -56,8 +56,9 @@ from torch import Tensor
 MED_FRAC_BITS = 16
 #: the decoded means are integers in units of 2^-MEAN_FRAC_BITS
 MEAN_FRAC_BITS = 10
-#: requantization multipliers and every ``acc · multiplier`` product stay below 2^62
-_PRODUCT_BITS = 62
+#: every ``acc · multiplier + rounding`` of a requantization stays below 2^53, so the fast path
+#: may run it in float64 (exact) while the reference runs it in int64
+_PRODUCT_BITS = 52
 LEAKY_SLOPE = 0.01
 PREFIX = "exact."
 #: every accumulator's sum |w·x| + |b| stays below 2^ACC_BITS, so float32 GEMMs are exact
@@ -184,27 +185,43 @@ def layer0_weights(w0: Tensor, inv_hyper_gain: Tensor, tables: ExactTables) -> T
 
 # -- the fast path: GEMMs on integer-valued floats ------------------------------------------------
 
-def _deconv_gemm_weight(w: Tensor) -> Tensor:
-    """A (Cin, Cout, 5, 5) stride-2 transposed convolution (padding 2, output padding 1) as one 3x3
-    correlation to 4·Cout polyphase channels (pixel_shuffle order), shaped (4·Cout, Cin·9).
+#: the taps of the stride-2 transposed convolution's output phases: output ``2m + p`` takes input
+#: ``m + d`` (d in -1, 0, 1) through kernel tap ``2 + p - 2d``, where that lies in 0..4
+_PHASE_TAPS = {p: [d for d in (-1, 0, 1) if 0 <= 2 + p - 2 * d < 5] for p in (0, 1)}
 
-    Output ``2m + p`` takes input ``m + d`` (d in -1, 0, 1) through kernel tap ``2 + p - 2d``."""
-    cin, cout = w.shape[:2]
-    out = torch.zeros(cout, 2, 2, cin, 3, 3, dtype=w.dtype)
-    for ph in range(2):
-        for pw in range(2):
-            for dh in range(3):
-                for dw in range(3):
-                    kh, kw = 2 + ph - 2 * (dh - 1), 2 + pw - 2 * (dw - 1)
-                    if 0 <= kh < 5 and 0 <= kw < 5:
-                        out[:, ph, pw, :, dh, dw] = w[:, :, kh, kw].t()
-    return out.reshape(cout * 4, cin * 9)
+
+class _Deconv:
+    """A (Cin, Cout, 5, 5) stride-2 transposed convolution (padding 2, output padding 1) as four
+    GEMMs, one per output phase, over the rows of a 3x3 ``unfold`` of the input that the phase
+    uses (9, 6, 6 and 4 of the 9 taps): the sums of exactly the definition's products."""
+
+    def __init__(self, w: Tensor, device: torch.device, dtype: torch.dtype) -> None:
+        cin = w.shape[0]
+        self.phases = []
+        for ph in (0, 1):
+            for pw in (0, 1):
+                taps = [(dh, dw) for dh in _PHASE_TAPS[ph] for dw in _PHASE_TAPS[pw]]
+                rows = torch.tensor([c * 9 + (dh + 1) * 3 + (dw + 1) for c in range(cin)
+                                     for dh, dw in taps], device=device)
+                wp = torch.stack([w[:, :, 2 + ph - 2 * dh, 2 + pw - 2 * dw] for dh, dw in taps], 1)
+                wp = wp.permute(2, 0, 1).reshape(w.shape[1], -1)  # (Cout, Cin·taps), as rows
+                self.phases.append((ph, pw, rows, wp.to(device, dtype)))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        cols = F.unfold(x, 3, padding=1).permute(1, 0, 2).reshape(c * 9, b * h * w)
+        out = x.new_empty(b, self.phases[0][3].shape[0], 2 * h, 2 * w)
+        for ph, pw, rows, wp in self.phases:
+            acc = torch.mm(wp, cols.index_select(0, rows))  # exact: every |partial sum| < 2^24
+            out[:, :, ph::2, pw::2] = acc.view(-1, b, h, w).transpose(0, 1)
+        return out
 
 
 def _requant(acc: Tensor, mult: Tensor, mult_neg: Tensor, shift: int, limit: int) -> Tensor:
-    view = (1, -1, 1, 1)
-    m = torch.where(acc >= 0, mult.view(view), mult_neg.view(view))
-    return ((acc * m + (1 << (shift - 1))) >> shift).clamp_(-limit, limit)
+    """``clamp((acc · m + 2^(shift-1)) >> shift)`` on integer-valued float64: every intermediate is
+    an integer below 2^53 (``_PRODUCT_BITS``), and scaling by 2^-shift then flooring is exact."""
+    m = torch.where(acc >= 0, mult, mult_neg)
+    return acc.mul_(m).add_(2.0 ** (shift - 1)).mul_(2.0**-shift).floor_().clamp_(-limit, limit)
 
 
 class ExactHyperSynthesis:
@@ -225,57 +242,60 @@ class ExactHyperSynthesis:
         self._w0 = w0.detach().cpu().clone()
         self._log_ihg = log_inv_hyper_gain.detach().cpu().clone()
         self._log_ig = log_inv_gain.detach().cpu().clone()
-        self._per_quality: dict[float, tuple[QualityConstants, Tensor]] = {}
+        self._per_quality: dict[float, tuple[QualityConstants, _Deconv]] = {}
         self._k = tables.w[1].shape[-1]
         dev = self.device
-        self._weights = [_deconv_gemm_weight(tables.w[0]).to(dev, self.dtype),
-                      tables.w[1].reshape(tables.w[1].shape[0], -1).to(dev, self.dtype)]
-        self._b = [b.to(dev).view(1, -1, 1, 1) for b in tables.b]
-        self._mult = [m.to(dev) for m in tables.mult]
-        self._mult_neg = [m.to(dev) for m in tables.mult_neg]
+        self._deconv1 = _Deconv(tables.w[0], dev, self.dtype)
+        self._w2 = tables.w[1].reshape(tables.w[1].shape[0], -1).to(dev, self.dtype)
+        col = lambda v, dtype=torch.float64: v.to(dev, dtype).view(1, -1, 1, 1)  # noqa: E731
+        self._b = [col(b, torch.float32) for b in tables.b]  # |acc + b| < 2^24: exact in float32
+        self._mult = [col(m) for m in tables.mult]
+        self._mult_neg = [col(m) for m in tables.mult_neg]
         self._shifts = [int(s) for s in tables.shifts]
-        self._thresholds = tables.thresholds.to(dev)
-        self._mean_mult = tables.mean_mult.to(dev).view(1, -1, 1, 1)
+        self._mean_mult = col(tables.mean_mult)
+        self._indexer = _ScaleIndexer(tables.thresholds.to(dev))
 
-    def for_quality(self, quality: float) -> tuple[QualityConstants, Tensor]:
+    def for_quality(self, quality: float) -> tuple[QualityConstants, _Deconv]:
         """The gains and layer 0's GEMM weight of one stored quality (cached)."""
         q = float(quality)
         if q not in self._per_quality:
             consts = quality_constants(self._log_ihg, self._log_ig, q)
             w0 = layer0_weights(self._w0, consts.inv_hyper_gain, self.tables)
-            self._per_quality[q] = (consts, _deconv_gemm_weight(w0).to(self.device, self.dtype))
+            self._per_quality[q] = (consts, _Deconv(w0, self.device, self.dtype))
         return self._per_quality[q]
 
     def _gemm(self, w: Tensor, x: Tensor, k: int) -> Tensor:
-        """Integer-valued ``x`` through a stride-1 k x k correlation as one GEMM; int64 result."""
+        """Integer-valued ``x`` through a stride-1 k x k correlation as one GEMM for the batch:
+        ``(Cout, B·H·W)`` float32, exact (every |partial sum| < 2^24)."""
         b, c, h, wd = x.shape
         cols = x.reshape(b, c, h * wd) if k == 1 else F.unfold(x, k, padding=k // 2)
-        cols = cols.permute(1, 0, 2).reshape(cols.shape[1], b * h * wd)  # one GEMM for the batch
-        acc = torch.mm(w, cols)  # exact: every |partial sum| < 2^24
-        return acc.to(torch.int64).reshape(-1, b, h, wd).transpose(0, 1)
+        return torch.mm(w, cols.permute(1, 0, 2).reshape(cols.shape[1], b * h * wd))
 
     @torch.no_grad()
     def __call__(self, z_sym: Tensor, quality: float) -> tuple[Tensor, Tensor]:
         """Scale-table indexes (int32) and means (int32, units of 2^-MEAN_FRAC_BITS) of the latent,
         ``(B, M, 4h, 4w)`` each, for integer hyper-latent symbols ``(B, N, h, w)``."""
         t = self.tables
-        _, w0 = self.for_quality(quality)
+        _, deconv0 = self.for_quality(quality)
         z = z_sym.to(self.device, self.dtype).clamp(-t.z_max, t.z_max)
         x = torch.cat([z, torch.ones_like(z[:, :1])], 1)
         prec = torch.get_float32_matmul_precision()
         torch.set_float32_matmul_precision("highest")
         try:
-            for i, w in enumerate((w0, self._weights[0])):
-                acc = F.pixel_shuffle(self._gemm(w, x, 3), 2) + self._b[i]
+            for i, deconv in enumerate((deconv0, self._deconv1)):
+                acc = deconv(x).add_(self._b[i]).double()
                 x = _requant(acc, self._mult[i], self._mult_neg[i], self._shifts[i], t.hidden_max)
                 x = x.to(self.dtype)
-            acc = self._gemm(self._weights[1], x, self._k) + self._b[2]
+            acc = self._gemm(self._w2, x, self._k).add_(self._b[2].view(-1, 1))
         finally:
             torch.set_float32_matmul_precision(prec)
-        m = acc.shape[1] // 2
+        b, _, h, wd = x.shape
+        m = acc.shape[0] // 2
         s = self._shifts[2]
-        means = (acc[:, m:] * self._mean_mult + (1 << (s - 1))) >> s
-        return _scale_indexes(acc[:, :m], self._thresholds), means.to(torch.int32)
+        means = acc[m:].double().mul_(self._mean_mult.view(-1, 1)).add_(2.0 ** (s - 1))
+        means = means.mul_(2.0**-s).floor_().to(torch.int32)
+        to_bchw = lambda v: v.view(m, b, h, wd).permute(1, 0, 2, 3).contiguous()  # noqa: E731
+        return to_bchw(self._indexer(acc[:m])), to_bchw(means)
 
     def dequantize(self, y_sym: Tensor, means: Tensor, quality: float) -> Tensor:
         """The decoded latent ``(y symbols + mean) · inv_gain(q)``: float64 ops, one rounding to
@@ -285,13 +305,67 @@ class ExactHyperSynthesis:
         return (y * ig).to(torch.float32)
 
 
-def _scale_indexes(acc: Tensor, thresholds: Tensor) -> Tensor:
-    """Per channel, how many thresholds lie below each accumulator (CompressAI's rule: the count
-    of table bounds below the scale)."""
-    b, c, h, w = acc.shape
-    flat = acc.permute(1, 0, 2, 3).reshape(c, -1).contiguous()
-    idx = torch.searchsorted(thresholds, flat, right=False)
-    return idx.reshape(c, b, h, w).permute(1, 0, 2, 3).to(torch.int32).contiguous()
+class _ScaleIndexer:
+    """Per channel (row), how many thresholds lie below each accumulator: CompressAI's rule, the
+    count of table bounds below the scale. Accumulators are integer-valued float32 rows ``(C, N)``.
+
+    The thresholds are log-spaced, so a logarithm guesses the count to within one and three
+    comparisons with the channel's table make it exact (as ``_CoderTables.scale_indexes`` does for
+    floats). Two more comparisons check every result; a guess that was off by more (it cannot be
+    for tables from :func:`integerize`, but the check costs little) falls back to a binary search.
+    On a CPU this runs in numpy, whose gathers are several times faster than torch's.
+    """
+
+    def __init__(self, thresholds: Tensor) -> None:
+        c, k = thresholds.shape
+        self.k = k
+        self.thresholds = thresholds.contiguous()
+        # |acc| < 2^24, so a threshold above 2^24 is never below an accumulator: clamp it to where
+        # float32 is still exact
+        t = thresholds.double().clamp(max=2.0**24)
+        inf = torch.full((c, 1), math.inf, dtype=torch.float64, device=thresholds.device)
+        self.padded = torch.cat([-inf, t, inf, inf], 1).float().reshape(-1)  # (C·(K + 3),)
+        t1 = thresholds.double().clamp_min(1.0)  # the guess follows the unclamped spacing
+        self.log_t0 = t1[:, :1].log().float()
+        self.inv_step = ((k - 1) / (t1[:, -1:].log() - t1[:, :1].log()).clamp_min(1e-9)).float()
+        self.base = torch.arange(c, device=thresholds.device).view(c, 1) * (k + 3)
+        if thresholds.device.type == "cpu":
+            self._np = (self.padded.numpy(), self.log_t0.numpy(), self.inv_step.numpy(),
+                        self.base.numpy().astype(np.int32))
+
+    def __call__(self, acc: Tensor) -> Tensor:
+        if acc.device.type == "cpu":
+            idx, ok = self._numpy(acc.numpy())
+            idx = torch.from_numpy(idx)
+        else:
+            idx, ok = self._torch(acc)
+        if not ok:
+            idx = torch.searchsorted(self.thresholds, acc.to(torch.int64).contiguous())
+        return idx.to(torch.int32)
+
+    def _numpy(self, x: np.ndarray) -> tuple[np.ndarray, bool]:
+        padded, log_t0, inv_step, base = self._np
+        g = np.maximum(x, 1.0)
+        np.log(g, out=g)
+        g -= log_t0
+        g *= inv_step
+        e = np.clip(g.astype(np.int32), 0, self.k - 1)
+        e += base
+        idx = (padded[e] < x).astype(np.int32)
+        idx += padded[e + 1] < x
+        idx += padded[e + 2] < x
+        idx += e - 1
+        ok = bool(((padded[idx] < x) & (x <= padded[idx + 1])).all())  # T[i-1] < acc <= T[i]
+        return idx - base, ok
+
+    def _torch(self, x: Tensor) -> tuple[Tensor, bool]:
+        p = self.padded
+        g = x.clamp_min(1.0).log_().sub_(self.log_t0).mul_(self.inv_step)
+        e = g.to(torch.int64).clamp_(0, self.k - 1).add_(self.base)
+        idx = (torch.take(p, e) < x).to(torch.int64) + (torch.take(p, e + 1) < x) \
+            + (torch.take(p, e + 2) < x) + (e - 1)
+        ok = bool(((torch.take(p, idx) < x) & (x <= torch.take(p, idx + 1))).all())
+        return idx - self.base, ok
 
 
 # -- the numpy int64 reference ----------------------------------------------------------------

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import mlcodec
+from mlcodec.bitstream import read_header
 from mlcodec.cli import main
 from mlcodec.data.sources import CocoSource, ImageFolderSource, IterableSource
 from mlcodec.integrations.webdataset import (CorruptSampleError, collate_padded, latent_dataset,
@@ -282,3 +283,34 @@ def test_decode_stage_keeps_flowing_when_no_batch_fills(tmp_path):
     first = next(out)
     assert len(consumed) == 17  # 8 * decode_batch samples are held back at most
     assert [first["__key__"]] + [s["__key__"] for s in out] == [s["__key__"] for s in raw]
+
+
+def test_reencode_turns_format_2_shards_into_format_3_and_verify_tells_them_apart(
+        tmp_path, folder, monkeypatch, capsys):
+    """A dataset sharded by a release that wrote format 2 is written again from its source, with
+    the job's codec, quality and shard size; verify counts each folder's formats."""
+    from mlcodec.codecs.learned import LatentCodec
+    from mlcodec.inspect import iter_samples, shard_files
+
+    with monkeypatch.context() as m:
+        m.setattr(LatentCodec, "format_version", 2)  # what the old release wrote
+        assert main(["shard", str(folder), "-o", str(tmp_path / "old"), "--quality", "0.3",
+                     "--maxcount", "4", "-q"]) == 0
+    assert main(["-q", "verify", str(tmp_path / "old")]) == 0
+    assert "format 2: 9" in capsys.readouterr().out
+    assert main(["-q", "reencode", str(tmp_path / "old"), "-o", str(tmp_path / "new")]) == 0
+    assert "bitstream format 3" in capsys.readouterr().out
+    assert main(["-q", "verify", str(tmp_path / "new")]) == 0
+    assert "verified 9 samples (format 3: 9): 9 decode, 0 fail" in capsys.readouterr().out
+    old = {s.key: s for s in iter_samples(shard_files([tmp_path / "old"]))}
+    new = {s.key: s for s in iter_samples(shard_files([tmp_path / "new"]))}
+    assert old.keys() == new.keys() and len(shard_files([tmp_path / "new"])) == 3
+    for k in old:
+        assert old[k].target == new[k].target
+        hv = [read_header(s.fields["mlc"]) for s in (old[k], new[k])]
+        assert (hv[0].version, hv[1].version) == (2, 3) and hv[0].quality == hv[1].quality
+    manifest = json.loads((tmp_path / "new" / "manifest.json").read_text())
+    assert manifest["quality"] == pytest.approx(0.3) and manifest["samples"] == 9
+    with pytest.raises(ValueError, match="another folder"):
+        from mlcodec.integrations.webdataset import reencode_shards
+        reencode_shards(tmp_path / "old", tmp_path / "old")
