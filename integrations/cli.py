@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 import mlcodec
-from mlcodec.cli import codec_arg
+from mlcodec.cli import codec_arg, quality_arg, shown_quality
 
 
 def _source(args: argparse.Namespace):
@@ -44,10 +44,23 @@ def cmd_shard(args: argparse.Namespace) -> int:
     else:
         m = write_shards(source, args.output, codec=args.codec, quality=args.quality,
                          maxcount=args.maxcount, maxsize=int(args.maxsize_mb * 2**20),
-                         batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+                         batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
+                         on_error=args.on_error, gzip=args.gzip)
     print(f"{m.samples} samples in {len(m.shards)} shards at {args.output}: "
-          f"{m.shard_bytes} bytes, mean {m.mean_bpp:.3f} bpp ({m.codec}, quality {m.quality})")
+          f"{m.shard_bytes} bytes, mean {m.mean_bpp:.3f} bpp ({m.codec}, quality "
+          f"{shown_quality(m.quality)})")
+    _report_left_out(m)
     return 0
+
+
+def _report_left_out(m) -> None:
+    for s in m.skipped:
+        print(f"skipped {s['path']}: {s['reason']}")
+    if m.ignored_files:
+        names = ", ".join(m.ignored_files[:10]) + (" ..." if len(m.ignored_files) > 10 else "")
+        print(f"left out {len(m.ignored_files)} files that are not images: {names}")
+    if m.skipped:
+        print(f"{len(m.skipped)} unreadable files left out (listed in manifest.json's 'skipped')")
 
 
 def cmd_reencode(args: argparse.Namespace) -> int:
@@ -55,11 +68,13 @@ def cmd_reencode(args: argparse.Namespace) -> int:
 
     source = _source(args) if (args.src or args.coco or args.hf) else None
     m = reencode_shards(args.shards, args.output, source=source, codec=args.codec,
-                        batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+                        batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
+                        on_error=args.on_error)
     c = mlcodec.create_codec(m.codec)
     print(f"re-encoded {m.samples} samples into {len(m.shards)} shards at {args.output}: "
           f"{m.shard_bytes} bytes, mean {m.mean_bpp:.3f} bpp ({m.codec}, quality {m.quality}, "
           f"bitstream format {getattr(c, 'format_version', '?')})")
+    _report_left_out(m)
     return 0
 
 
@@ -77,7 +92,7 @@ def _shard_with_ray(source, args: argparse.Namespace):
         return write_shards_ray(source, args.output, codec=args.codec, quality=args.quality,
                                 maxcount=args.maxcount, batch_size=args.batch_size,
                                 num_actors=args.workers or None, gpus_per_actor=args.gpus_per_actor,
-                                progress=not args.quiet)
+                                progress=not args.quiet, on_error=args.on_error, gzip=args.gzip)
     finally:
         if started:
             ray.shutdown()
@@ -89,10 +104,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--coco", help="COCO instances JSON")
     s.add_argument("--images", help="image folder for --coco")
     s.add_argument("--hf", help="a Hugging Face dataset saved with save_to_disk, or parquet file(s)")
-    s.add_argument("--image-column", default="image")
-    s.add_argument("--label-column", action="append", default=[], help="repeatable")
+    s.add_argument("--image-column", default="image", help="--hf: the column holding the images")
+    s.add_argument("--label-column", action="append", default=[],
+                   help="--hf: a column for the target (repeatable)")
     s.add_argument("-o", "--output", required=True, help="output folder for shards + manifest")
-    s.add_argument("--quality", type=float, default=mlcodec.DEFAULT_QUALITY)
+    s.add_argument("--quality", type=quality_arg, default=mlcodec.DEFAULT_QUALITY,
+                   help="0 (smallest) .. 1 (best)")
     s.add_argument("--codec", default=mlcodec.DEFAULT_CODEC, type=codec_arg(),
                    help="a learned codec (latent shards; NAME:WEIGHTS for trained weights) or "
                         "jpeg/webp/avif (image shards for pixel-domain references; not resumable)")
@@ -102,9 +119,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run as a Ray Data job: a local Ray instance, or the cluster at ADDRESS "
                         "('auto' inside a cluster); shards split by --maxcount only")
     s.add_argument("--gpus-per-actor", type=float, default=0.0, help="with --ray: encode on GPUs")
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--batch-size", type=int, default=16, help="images encoded together")
     s.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most")
     s.add_argument("--maxsize-mb", type=float, default=256, help="shard size at most (MiB)")
+    s.add_argument("--on-error", choices=("raise", "skip"), default="skip",
+                   help="an unreadable image: leave it out and list it in manifest.json, or stop "
+                        "(exit 2)")
+    s.add_argument("--gzip", action="store_true",
+                   help="write .tar.gz shards (smaller at small sizes; see BENCHMARKS.md)")
     s.set_defaults(func=cmd_shard)
 
     r = sub.add_parser("reencode", help="write a shard folder's dataset again from its source, in "
@@ -116,10 +138,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--coco", help="COCO instances JSON, if it moved")
     r.add_argument("--images", help="image folder for --coco")
     r.add_argument("--hf", help="Hugging Face dataset path, if it moved")
-    r.add_argument("--image-column", default="image")
-    r.add_argument("--label-column", action="append", default=[], help="repeatable")
+    r.add_argument("--image-column", default="image", help="--hf: the column holding the images")
+    r.add_argument("--label-column", action="append", default=[],
+                   help="--hf: a column for the target (repeatable)")
     r.add_argument("--codec", type=codec_arg("learned"),
                    help="another codec than the job's (default: the one it recorded)")
     r.add_argument("--workers", type=int, default=0, help="encoding processes (0 = in process)")
-    r.add_argument("--batch-size", type=int, default=16)
+    r.add_argument("--batch-size", type=int, default=16, help="images encoded together")
+    r.add_argument("--on-error", choices=("raise", "skip"), default="skip",
+                   help="an unreadable image: leave it out and list it, or stop (exit 2)")
     r.set_defaults(func=cmd_reencode)

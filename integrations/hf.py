@@ -53,6 +53,9 @@ class HFSource(Source):
             target = {"label": row[self.label_columns[0]]}
         return SourceSample(f"{i:09d}", row[self.image_column], target, f"row {i}")
 
+    def origin(self, i: int) -> str:
+        return f"{self.name} row {i}"
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "image_column": self.image_column,
                 "label_columns": list(self.label_columns)}

@@ -10,9 +10,12 @@ shards are split per node (``RANK``/``WORLD_SIZE`` or torch.distributed) and per
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -152,50 +155,142 @@ def _shard_error_handler(on_error: str):
     return handler
 
 
+def resolve_shards(urls: str | Path | Sequence[str | Path]) -> list[str]:
+    """Shard URLs from paths, brace patterns (``shard-{000000..000009}.tar``) and shard folders
+    (their ``manifest.json`` order, or every ``.tar``/``.tar.gz`` in them). A local file that does
+    not exist is a ``FileNotFoundError`` naming it; remote URLs (``pipe:``, ``http(s)://``,
+    ``s3://``...) are passed on as they are."""
+    import webdataset as wds
+
+    from mlcodec.inspect import shard_files
+
+    items = [urls] if isinstance(urls, (str, Path)) else list(urls)
+    out: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            manifest = p / "manifest.json"
+            if manifest.exists():
+                out += [str(p / name) for name in json.loads(manifest.read_text())["shards"]]
+            else:
+                out += [str(f) for f in shard_files([p])]
+            continue
+        for url in wds.shardlists.expand_urls(str(item)):
+            if "://" not in url and not url.startswith("pipe:") and not Path(url).is_file():
+                raise FileNotFoundError(f"no shard at {url} (from {item}); give existing shard "
+                                        f"files, a pattern that matches them, or the shard folder")
+            out.append(url)
+    if not out:
+        raise FileNotFoundError(f"no shards in {urls}")
+    return out
+
+
+class LatentDataset(torch.utils.data.IterableDataset):
+    """The loader's dataset: a webdataset pipeline over mlcodec shards, rebuilt for each epoch.
+
+    Each pass draws its shard order (``shardshuffle``) from ``seed`` and the epoch only, so every
+    DataLoader worker and every DDP rank sees the same order before the shards are split between
+    them, and an epoch reads each shard exactly once. The sample shuffle buffer is seeded from
+    the seed, the epoch, the rank and the worker. The epoch is what :meth:`set_epoch` set (call it
+    at the start of every epoch, as with ``DistributedSampler``), plus the passes this copy of the
+    dataset has made since: so a loop without ``set_epoch`` still reshuffles with ``num_workers=0``
+    and with ``persistent_workers=True``; with workers that are restarted every epoch (the
+    DataLoader's default) only ``set_epoch`` can tell them the epoch.
+    """
+
+    def __init__(self, urls: list[str], output: str = "latent", codec: str | None = None,
+                 shuffle: int = 0, shardshuffle: bool = False, epoch_length: int | None = None,
+                 decode_batch: int = 16, on_error: str = "raise", seed: int = 0) -> None:
+        super().__init__()
+        self.urls, self.shuffle, self.shardshuffle = list(urls), shuffle, bool(shardshuffle)
+        self.epoch_length, self.seed, self.on_error = epoch_length, seed, on_error
+        self.decode = DecodeStage(output, codec, decode_batch, on_error)
+        self.epoch = 0
+        self._passes = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._passes = int(epoch), 0
+
+    def shard_order(self, epoch: int) -> list[str]:
+        urls = list(self.urls)
+        if self.shardshuffle:
+            random.Random(f"{self.seed}:{epoch}").shuffle(urls)
+        return urls
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        import webdataset as wds
+
+        epoch = self.epoch + self._passes
+        self._passes += 1
+        rank, _, worker, _ = wds.utils.pytorch_worker_info()
+        stages: list[Any] = [wds.SimpleShardList(self.shard_order(epoch)), wds.split_by_node,
+                             wds.split_by_worker,
+                             wds.tarfile_to_samples(handler=_shard_error_handler(self.on_error))]
+        if self.shuffle:
+            stages.append(wds.shuffle(self.shuffle, seed=f"{self.seed}:{epoch}:{rank}:{worker}"))
+        stages.append(self.decode)
+        pipeline = wds.DataPipeline(*stages)
+        if self.epoch_length:
+            pipeline = pipeline.with_epoch(self.epoch_length)
+        yield from pipeline
+
+
 def latent_dataset(
-    urls: str | Sequence[str],
+    urls: str | Path | Sequence[str | Path],
     output: str = "latent",
     codec: str | None = None,
     shuffle: int = 0,
-    shardshuffle: bool | int = False,
+    shardshuffle: bool = False,
     epoch_length: int | None = None,
     decode_batch: int = 16,
     on_error: str = "raise",
     seed: int = 0,
-):
-    """A webdataset pipeline over mlcodec shards, for ``torch.utils.data.DataLoader``.
+) -> LatentDataset:
+    """A dataset over mlcodec shards, for ``torch.utils.data.DataLoader``.
 
     Args:
-        urls: shard paths/URLs (brace patterns allowed) or a list of them.
+        urls: shard files, brace patterns, shard folders (read through their manifest), or a
+            list of them; a local file that does not exist is a ``FileNotFoundError``.
         output: ``"latent"`` yields the dequantized latent ``y_hat`` (no synthesis transform);
             ``"image"`` yields decoded ``uint8`` image tensors ``3xHxW``.
         codec: decode with this codec (a registered name, or ``NAME:WEIGHTS`` for trained
             weights); by default the one each bitstream names, with its packaged weights.
         shuffle: sample shuffle buffer size (0 = no shuffling).
-        shardshuffle: shuffle the shard order each epoch (``True`` or a buffer size).
-        epoch_length: make the dataset this many samples long per epoch (``with_epoch``).
+        shardshuffle: shuffle the shard order, anew each epoch (see :class:`LatentDataset`).
+        epoch_length: yield exactly this many samples per pass and per DataLoader worker,
+            repeating the shards as often as that takes: the usual way to give every DDP rank the
+            same number of batches. ``None`` (default): one pass over the shards.
         decode_batch: samples decoded together (batched hyper-synthesis / synthesis).
         on_error: ``"raise"`` (default) stops with the shard and key of a corrupt sample;
             ``"skip"`` drops it with a warning.
+        seed: seeds the shard order and the shuffle buffer, with the epoch.
 
     Samples are dicts ``{"__key__", "latent" or "image", "target", "cls" (if labelled)}``; use
-    :func:`collate_padded` to batch samples of different sizes.
+    :func:`collate_padded` to batch samples of different sizes. Call ``set_epoch(epoch)`` at the
+    start of each epoch to reshuffle.
     """
-    import webdataset as wds
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    resolved = resolve_shards(urls)
+    if epoch_length:
+        known = _manifest_samples(urls)
+        if known is not None and epoch_length > known:
+            warnings.warn(f"epoch_length={epoch_length} is more than the {known} samples in the "
+                          f"shards: each pass repeats them to fill it", stacklevel=2)
+    return LatentDataset(resolved, output, codec, shuffle, shardshuffle, epoch_length, decode_batch,
+                         on_error, seed)
 
-    if isinstance(urls, str):
-        urls = [urls]
-    urls = [u for pattern in urls for u in wds.shardlists.expand_urls(pattern)]
-    stages: list[Any] = [wds.SimpleShardList(urls, seed=seed)]
-    if shardshuffle:
-        stages.append(wds.shuffle(100 if shardshuffle is True else int(shardshuffle), seed=seed))
-    stages += [wds.split_by_node, wds.split_by_worker,
-               wds.tarfile_to_samples(handler=_shard_error_handler(on_error))]
-    if shuffle:
-        stages.append(wds.shuffle(shuffle, seed=seed))
-    stages.append(DecodeStage(output, codec, decode_batch, on_error))
-    pipeline = wds.DataPipeline(*stages)
-    return pipeline.with_epoch(epoch_length) if epoch_length else pipeline
+
+def _manifest_samples(urls: str | Path | Sequence[str | Path]) -> int | None:
+    """The samples the manifests of the given shard folders count, if every item is a folder."""
+    items = [urls] if isinstance(urls, (str, Path)) else list(urls)
+    total = 0
+    for item in items:
+        manifest = Path(item) / "manifest.json"
+        if not manifest.is_file():
+            return None
+        total += int(json.loads(manifest.read_text()).get("samples", 0))
+    return total
 
 
 def pad_stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:

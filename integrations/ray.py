@@ -25,27 +25,29 @@ Requirements and behaviour:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import mlcodec
 from mlcodec.data.sources import Source
 
-from .webdataset import (SHARD_PATTERN, Manifest, ShardRecord, begin_job, journal_shard,
-                         journaled_shards, write_manifest, write_shard_range)
+from .webdataset import (Manifest, ShardRecord, begin_job, check_job_args, journal_shard,
+                         journaled_shards, shard_pattern, write_manifest, write_shard_range)
 
 
 class _ShardEncoder:
     """Ray Data actor: ``{"shard": [k, ...]}`` batches in, one record per written shard out."""
 
     def __init__(self, source: Source, codec: str, quality: float, maxcount: int, out_dir: str,
-                 batch_size: int, threads: int, device: str) -> None:
+                 batch_size: int, threads: int, device: str, on_error: str, gzip: bool) -> None:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self.source, self.quality, self.maxcount = source, quality, maxcount
         self.out, self.batch_size = Path(out_dir), batch_size
+        self.on_error, self.gzip = on_error, gzip
         self.codec = mlcodec.create_codec(codec, device=device)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
@@ -53,10 +55,11 @@ class _ShardEncoder:
         for k in batch["shard"]:
             k = int(k)
             start, end = k * self.maxcount, min((k + 1) * self.maxcount, len(self.source))
-            rec = write_shard_range(self.codec, self.source, start, end, self.out / (SHARD_PATTERN % k),
-                                    self.quality, self.batch_size)
-            for f in rows:
-                rows[f].append(getattr(rec, f))
+            rec = write_shard_range(self.codec, self.source, start, end,
+                                    self.out / (shard_pattern(self.gzip) % k), self.quality,
+                                    self.batch_size, self.on_error, self.gzip)
+            for f in rows:  # the skipped list travels as JSON text (one column of strings)
+                rows[f].append(json.dumps(rec.skipped) if f == "skipped" else getattr(rec, f))
         return rows
 
 
@@ -71,6 +74,8 @@ def write_shards_ray(
     cpus_per_actor: float = 1.0,
     gpus_per_actor: float = 0.0,
     progress: bool = True,
+    on_error: str = "skip",
+    gzip: bool = False,
 ) -> Manifest:
     """Compress ``source`` into shards in ``out_dir`` with a pool of Ray actors (resumable).
 
@@ -85,11 +90,15 @@ def write_shards_ray(
     import ray
     from tqdm import tqdm
 
+    check_job_args(quality, maxcount, batch_size, 0, on_error)
     out = Path(out_dir)
-    c, fingerprint = begin_job(out, source, codec, quality, runner="ray", maxcount=maxcount)
+    settings: dict[str, Any] = {"runner": "ray", "maxcount": maxcount}
+    if gzip:
+        settings["gzip"] = True
+    c, fingerprint = begin_job(out, source, codec, quality, **settings)
     n_shards = -(-len(source) // maxcount)
     done = {r.shard: r for r in journaled_shards(out)}
-    todo = [k for k in range(n_shards) if SHARD_PATTERN % k not in done]
+    todo = [k for k in range(n_shards) if shard_pattern(gzip) % k not in done]
     records = list(done.values())
     if todo:
         if num_actors is None:
@@ -100,7 +109,8 @@ def write_shards_ray(
         ds = ds.map_batches(
             _ShardEncoder, batch_size=1,
             fn_constructor_args=(source, codec, quality, maxcount, str(out), batch_size,
-                                 max(1, int(cpus_per_actor)), "cuda" if gpus_per_actor else "cpu"),
+                                 max(1, int(cpus_per_actor)), "cuda" if gpus_per_actor else "cpu",
+                                 on_error, gzip),
             compute=ray.data.ActorPoolStrategy(size=num_actors),
             num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
         )
@@ -108,8 +118,8 @@ def write_shards_ray(
                    desc="shard (ray)", disable=not progress)
         try:
             for row in ds.iter_rows():
-                rec = ShardRecord(**{f: (str(row[f]) if f == "shard" else int(row[f]))
-                                     for f in ShardRecord.__dataclass_fields__})
+                rec = ShardRecord(str(row["shard"]), int(row["start"]), int(row["end"]),
+                                  int(row["bytes"]), int(row["pixels"]), json.loads(row["skipped"]))
                 journal_shard(out, rec)
                 records.append(rec)
                 bar.update(rec.end - rec.start)

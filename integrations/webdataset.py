@@ -1,8 +1,11 @@
 """WebDataset shards of mlcodec bitstreams: a resumable writer job and loaders.
 
 One sample per image, nothing pickled (fields: :mod:`mlcodec.data.shard_fields`). Beside the shards:
-``manifest.json`` (codec, fingerprint, quality, counts, bytes, mean bpp, class names, source)
-once the job is complete, and ``progress.jsonl`` with one line per finished shard.
+``manifest.json`` (codec, fingerprint, quality, counts, bytes, mean bpp, class names, source, the
+source files left out and why) once the job is complete, and ``progress.jsonl`` with one line per
+finished shard. Tar members carry a fixed integer mtime: the same samples give the same bytes,
+and no PAX header (1 KB a member) is written for a float one. ``gzip=True`` writes ``.tar.gz``
+shards, which webdataset, HF datasets and every reader here take as they are.
 A shard is written under a ``.tmp`` name and renamed when closed, and only then journaled, so a
 killed job is resumed by rerunning it: finished shards are kept, the partial one is rewritten from
 its first sample, and every sample ends up in exactly one shard.
@@ -15,7 +18,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +30,21 @@ from mlcodec.bitstream import read_header
 from mlcodec.data.shard_fields import decode_target, encode_sample
 from mlcodec.data.sources import Source
 
-from .latent_loader import CorruptSampleError, DecodeStage, collate_padded, latent_dataset
+from .latent_loader import (CorruptSampleError, DecodeStage, LatentDataset, collate_padded,
+                            latent_dataset, resolve_shards)
 
 log = logging.getLogger(__name__)
 
 SHARD_PATTERN = "shard-%06d.tar"
+GZIP_SHARD_PATTERN = "shard-%06d.tar.gz"
+#: the mtime of every tar member (2026-01-01): fixed, so the same samples give the same shard
+#: bytes, and an integer, so tarfile writes no PAX header for it
+SHARD_MTIME = 1767225600
+ON_ERROR = ("raise", "skip")
+
+
+def shard_pattern(gzip: bool = False) -> str:
+    return GZIP_SHARD_PATTERN if gzip else SHARD_PATTERN
 MANIFEST = "manifest.json"
 PROGRESS = "progress.jsonl"
 JOB = "job.json"
@@ -44,6 +57,7 @@ class ShardRecord:
     end: int  # one past the last
     bytes: int  # bitstream bytes
     pixels: int
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {path, reason} left out
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,8 @@ class Manifest:
     mean_bpp: float
     class_names: list[str]
     source: dict[str, Any]
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {path, reason}: unreadable
+    ignored_files: list[str] = field(default_factory=list)  # files in the source that are not images
 
 
 def journaled_shards(out: Path) -> list[ShardRecord]:
@@ -98,17 +114,19 @@ def write_manifest(out: Path, codec: mlcodec.Codec, fingerprint: str, quality: f
     """Check that the shards hold every sample of ``source`` once and write ``manifest.json``."""
     records = sorted(records, key=lambda r: r.start)
     covered = sum(r.end - r.start for r in records)
+    skipped = [s for r in records for s in r.skipped]
     contiguous = all(a.end == b.start for a, b in zip(records, records[1:]))
     if covered != len(source) or not contiguous or (records and records[0].start != 0):
         raise RuntimeError(f"{out}: the shards hold {covered} samples (contiguous: {contiguous}), "
                            f"the source {len(source)}; rerun the job to finish it")
     manifest = Manifest(
         codec=codec.name, codec_id=codec.config.codec_id, fingerprint=fingerprint,
-        quality=float(quality), samples=covered, shards=[r.shard for r in records],
+        quality=float(quality), samples=covered - len(skipped), shards=[r.shard for r in records],
         bitstream_bytes=sum(r.bytes for r in records),
         shard_bytes=sum((out / r.shard).stat().st_size for r in records),
         mean_bpp=8 * sum(r.bytes for r in records) / max(sum(r.pixels for r in records), 1),
-        class_names=source.class_names, source=source.describe(),
+        class_names=source.class_names, source=source.describe(), skipped=skipped,
+        ignored_files=[str(p) for p in getattr(source, "ignored", [])],
     )
     (out / MANIFEST).write_text(json.dumps(asdict(manifest), indent=1))
     return manifest
@@ -145,36 +163,84 @@ def _check_job(out: Path, job: dict[str, Any]) -> None:
         path.write_text(json.dumps(job, indent=1, sort_keys=True))
 
 
-def _encode_batch(codec: mlcodec.Codec, source: Source, indexes: list[int], quality: float):
-    samples = [source[i] for i in indexes]
+@dataclass(frozen=True)
+class Encoded:
+    """One source index of a batch: its sample and bitstream, or why it was left out."""
+
+    index: int
+    sample: Any = None
+    data: bytes = b""
+    skipped: dict[str, str] | None = None
+
+
+def _encode_batch(codec: mlcodec.Codec, source: Source, indexes: list[int], quality: float,
+                  on_error: str = "raise") -> list[Encoded]:
+    """Read and encode ``indexes`` of ``source``; a sample that cannot be read or coded stops the
+    job (``on_error="raise"``: a ValueError naming it) or is left out with its reason."""
+    def fail(i: int, e: Exception) -> Encoded:
+        where = source.origin(i)
+        if on_error == "raise":
+            raise ValueError(f"{where}: {e} (on_error='skip' / --on-error skip leaves such files "
+                             f"out and lists them in manifest.json)") from e
+        log.warning("skipping %s: %s", where, e)
+        return Encoded(i, skipped={"path": where, "reason": str(e).splitlines()[0]})
+
+    read: list[Encoded] = []
+    for i in indexes:
+        try:
+            read.append(Encoded(i, sample=source[i]))
+        except (OSError, ValueError, TypeError) as e:
+            read.append(fail(i, e))
+    good = [r for r in read if r.skipped is None]
     try:
-        datas = codec.compress_batch([s.image for s in samples], quality)
+        datas = codec.compress_batch([r.sample.image for r in good], quality)
+        coded = {r.index: Encoded(r.index, r.sample, d) for r, d in zip(good, datas)}
     except (TypeError, ValueError):
-        for s in samples:  # find the sample at fault for a clear message
+        coded = {}
+        for r in good:  # find the samples at fault
             try:
-                codec.compress(s.image, quality)
-            except (TypeError, ValueError) as e2:
-                raise ValueError(f"sample {s.key} ({s.origin}): {e2}") from e2
-        raise
-    return [(s, d) for s, d in zip(samples, datas)]
+                coded[r.index] = Encoded(r.index, r.sample, codec.compress(r.sample.image, quality))
+            except (TypeError, ValueError) as e:
+                coded[r.index] = fail(r.index, e)
+    return [coded.get(r.index, r) for r in read]
 
 
 def write_shard_range(codec: mlcodec.Codec, source: Source, start: int, end: int, path: Path,
-                      quality: float, batch_size: int = 16) -> ShardRecord:
+                      quality: float, batch_size: int = 16, on_error: str = "raise",
+                      gzip: bool = False) -> ShardRecord:
     """Encode samples ``start:end`` into the shard ``path`` (written as ``.tmp``, then renamed)."""
     import webdataset as wds
 
     tmp = path.with_name(path.name + ".tmp")
     nbytes = pixels = 0
-    with wds.TarWriter(str(tmp)) as tar:
+    skipped: list[dict[str, str]] = []
+    with wds.TarWriter(str(tmp), mtime=SHARD_MTIME, compress=gzip) as tar:
         for i in range(start, end, batch_size):
-            for s, data in _encode_batch(codec, source, list(range(i, min(i + batch_size, end))), quality):
-                tar.write(encode_sample(s.key, data, s.target))
-                h, w = read_header(data).original_size
-                nbytes += len(data)
+            for e in _encode_batch(codec, source, list(range(i, min(i + batch_size, end))), quality,
+                                   on_error):
+                if e.skipped is not None:
+                    skipped.append(e.skipped)
+                    continue
+                tar.write(encode_sample(e.sample.key, e.data, e.sample.target))
+                h, w = read_header(e.data).original_size
+                nbytes += len(e.data)
                 pixels += h * w
     os.replace(tmp, path)
-    return ShardRecord(path.name, start, end, nbytes, pixels)
+    return ShardRecord(path.name, start, end, nbytes, pixels, skipped)
+
+
+def check_job_args(quality: float, maxcount: int, batch_size: int, workers: int = 0,
+                   on_error: str = "raise") -> None:
+    """Every argument of a shard job, checked before any work or ``job.json``."""
+    from mlcodec.codecs.base import check_quality
+
+    check_quality(quality)
+    for name, value, least in (("maxcount", maxcount, 1), ("batch_size", batch_size, 1),
+                               ("workers", workers, 0)):
+        if int(value) < least:
+            raise ValueError(f"{name} must be at least {least}, got {value}")
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
 
 
 def write_shards(
@@ -187,20 +253,29 @@ def write_shards(
     batch_size: int = 16,
     workers: int = 0,
     progress: bool = True,
+    on_error: str = "skip",
+    gzip: bool = False,
 ) -> Manifest:
     """Compress ``source`` into shards in ``out_dir`` (resuming a job killed midway).
 
     ``workers > 0`` encodes in that many processes (each with its own codec and torch thread);
-    shards are written in source order either way.
+    shards are written in source order either way. ``on_error="skip"`` (the default) leaves out
+    a file that cannot be read or coded and lists it in the manifest's ``skipped`` (samples +
+    skipped = the source's length); ``"raise"`` stops at the first one. ``gzip`` writes
+    ``.tar.gz`` shards.
     """
     import webdataset as wds
 
+    check_job_args(quality, maxcount, batch_size, workers, on_error)
     out = Path(out_dir)
-    c, fingerprint = begin_job(out, source, codec, quality, maxcount=maxcount, maxsize=maxsize)
+    settings: dict[str, Any] = {"maxcount": maxcount, "maxsize": maxsize}
+    if gzip:
+        settings["gzip"] = True
+    c, fingerprint = begin_job(out, source, codec, quality, **settings)
     done = _read_progress(out)
     start = done[-1].end if done else 0
     records = list(done)
-    state = {"start": start, "index": start, "bytes": 0, "pixels": 0}
+    state: dict[str, Any] = {"start": start, "index": start, "bytes": 0, "pixels": 0, "skipped": []}
 
     def post(tmp_name: str) -> None:
         tmp = Path(tmp_name)
@@ -209,22 +284,28 @@ def write_shards(
             return
         final = tmp.with_suffix("")  # drop ".tmp"
         os.replace(tmp, final)
-        rec = ShardRecord(final.name, state["start"], state["index"], state["bytes"], state["pixels"])
+        rec = ShardRecord(final.name, state["start"], state["index"], state["bytes"], state["pixels"],
+                          state["skipped"])
         journal_shard(out, rec)
         records.append(rec)
-        state.update(start=state["index"], bytes=0, pixels=0)
+        state.update(start=state["index"], bytes=0, pixels=0, skipped=[])
 
     batches = [list(range(i, min(i + batch_size, len(source)))) for i in range(start, len(source), batch_size)]
     bar = tqdm(total=len(source), initial=start, unit="img", desc="shard", disable=not progress)
-    writer = wds.ShardWriter(str(out / (SHARD_PATTERN + ".tmp")), maxcount=maxcount,
-                             maxsize=maxsize, post=post, start_shard=len(done), verbose=0)
+    writer = wds.ShardWriter(str(out / (shard_pattern(gzip) + ".tmp")), maxcount=maxcount,
+                             maxsize=maxsize, post=post, start_shard=len(done), verbose=0,
+                             mtime=SHARD_MTIME, compress=gzip)
     try:
-        for encoded in _encoded(c, source, batches, quality, codec, workers):
-            for s, data in encoded:
-                writer.write(encode_sample(s.key, data, s.target))
-                state["index"] += 1
-                state["bytes"] += len(data)
-                h, w = read_header(data).original_size
+        for encoded in _encoded(c, source, batches, quality, codec, workers, on_error):
+            for e in encoded:
+                if e.skipped is not None:  # counted in the shard being written
+                    state["index"] += 1
+                    state["skipped"].append(e.skipped)
+                    continue
+                writer.write(encode_sample(e.sample.key, e.data, e.sample.target))
+                state["index"] += 1  # after the write, which may close a shard first (post)
+                state["bytes"] += len(e.data)
+                h, w = read_header(e.data).original_size
                 state["pixels"] += h * w
             bar.update(len(encoded))
             total_bytes = sum(r.bytes for r in records) + state["bytes"]
@@ -240,27 +321,66 @@ def write_shards(
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(source: Source, codec_name: str) -> None:
+def _die_with_parent(parent: int) -> None:
+    """End this worker as soon as the job's process dies (``kill -9`` included): on Linux the
+    kernel kills it (``PR_SET_PDEATHSIG``), elsewhere a thread polls the parent."""
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) == 0:  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # it died before the call
+                os._exit(1)
+            return
+    import threading
+    import time
+
+    def poll() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=poll, daemon=True).start()
+
+
+def _init_worker(source: Source, codec_name: str, parent: int) -> None:
     import torch
 
+    _die_with_parent(parent)
     torch.set_num_threads(1)
     _WORKER.update(source=source, codec=mlcodec.create_codec(codec_name))
 
 
-def _worker_encode(args: tuple[list[int], float]):
-    indexes, quality = args
-    return _encode_batch(_WORKER["codec"], _WORKER["source"], indexes, quality)
+def _worker_encode(args: tuple[list[int], float, str]):
+    indexes, quality, on_error = args
+    return _encode_batch(_WORKER["codec"], _WORKER["source"], indexes, quality, on_error)
 
 
-def _encoded(codec, source, batches, quality, codec_name, workers) -> Iterator[list]:
+def _encoded(codec, source, batches, quality, codec_name, workers, on_error) -> Iterator[list]:
     if workers <= 0:
         for b in batches:
-            yield _encode_batch(codec, source, b, quality)
+            yield _encode_batch(codec, source, b, quality, on_error)
         return
     import multiprocessing as mp
 
-    with mp.get_context("spawn").Pool(workers, _init_worker, (source, codec_name)) as pool:
-        yield from pool.imap(_worker_encode, [(b, quality) for b in batches])
+    # The pool's semaphores are registered with multiprocessing's resource tracker, a process of
+    # its own that outlives a killed job and warns as it removes them; the warning says nothing
+    # a user can act on, so the tracker (started with the pool, inheriting the environment)
+    # ignores it. Nothing else is filtered.
+    before = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = ",".join(
+        filter(None, [before, "ignore::UserWarning:multiprocessing.resource_tracker"]))
+    try:
+        pool = mp.get_context("spawn").Pool(workers, _init_worker, (source, codec_name, os.getpid()))
+    finally:
+        if before is None:
+            del os.environ["PYTHONWARNINGS"]
+        else:
+            os.environ["PYTHONWARNINGS"] = before
+    with pool:
+        yield from pool.imap(_worker_encode, [(b, quality, on_error) for b in batches])
 
 
 def source_from_description(desc: dict[str, Any]) -> Source:
@@ -303,7 +423,8 @@ def reencode_shards(old_dir: str | Path, out_dir: str | Path, source: Source | N
     name = codec or job["codec"]
     return write_shards(src, out_dir, codec=name, quality=job["quality"],
                         **{"maxcount": job.get("maxcount", 1000),
-                           "maxsize": job.get("maxsize", 256 * 2**20), **kwargs})
+                           "maxsize": job.get("maxsize", 256 * 2**20),
+                           "gzip": bool(job.get("gzip", False)), **kwargs})
 
 
 def write_image_shards(source: Source, out_dir: str | Path, codec: str = "jpeg", quality: float = 0.9,
@@ -319,7 +440,8 @@ def write_image_shards(source: Source, out_dir: str | Path, codec: str = "jpeg",
         raise ValueError(f"{codec!r} is not a pixel codec; latent shards come from `mlcodec shard`")
     ext = c.config.file_extension.lstrip(".")
     total_bytes = total_pixels = 0
-    with wds.ShardWriter(str(out / SHARD_PATTERN), maxcount=maxcount, verbose=0) as w:
+    with wds.ShardWriter(str(out / SHARD_PATTERN), maxcount=maxcount, verbose=0,
+                         mtime=SHARD_MTIME) as w:
         for i in tqdm(range(len(source)), desc=f"{codec} shards", unit="img", disable=not progress):
             s = source[i]
             data = c.compress(s.image, quality)
@@ -334,6 +456,6 @@ def write_image_shards(source: Source, out_dir: str | Path, codec: str = "jpeg",
     return manifest
 
 
-__all__ = ["CorruptSampleError", "DecodeStage", "Manifest", "ShardRecord", "collate_padded",
-           "decode_target", "encode_sample", "latent_dataset", "reencode_shards",
+__all__ = ["CorruptSampleError", "DecodeStage", "LatentDataset", "Manifest", "ShardRecord", "collate_padded",
+           "decode_target", "encode_sample", "latent_dataset", "reencode_shards", "resolve_shards",
            "source_from_description", "write_image_shards", "write_shards"]

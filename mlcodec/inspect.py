@@ -33,17 +33,25 @@ class ShardSample:
         return decode_target(self.fields)
 
 
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def is_shard(path: str | Path) -> bool:
+    return str(path).endswith(SHARD_SUFFIXES)
+
+
 def shard_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The shards given: files, or the ``.tar``/``.tar.gz`` files of folders, in name order."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(p.glob("*.tar"))
+            out += sorted(f for f in p.iterdir() if f.is_file() and is_shard(f))
         elif p.is_file():
             out.append(p)
         else:
             raise FileNotFoundError(f"no such shard or folder: {p}")
     if not out:
-        raise FileNotFoundError(f"no .tar shards in {' '.join(map(str, paths))}")
+        raise FileNotFoundError(f"no .tar or .tar.gz shards in {' '.join(map(str, paths))}")
     return out
 
 

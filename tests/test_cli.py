@@ -50,8 +50,10 @@ def test_errors_are_one_line_and_nonzero(tmp_path, image_dir, capsys):
     assert main(["compress", str(tmp_path / "missing"), "-o", str(tmp_path / "o")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
 
-    assert main(["compress", str(image_dir), "-o", str(tmp_path / "o"), "--quality", "2"]) == 2
-    assert "quality must be a float in [0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # refused by the argument parser, before any work
+        main(["compress", str(image_dir), "-o", str(tmp_path / "o"), "--quality", "2"])
+    assert e.value.code == 2 and "quality must be in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")

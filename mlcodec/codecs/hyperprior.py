@@ -17,6 +17,7 @@ from mlcodec.codecs.learned import LatentCodec
 from mlcodec.models import exact_hyper
 from mlcodec.models.exact_hyper import MEAN_FRAC_BITS, ExactHyperSynthesis, ExactTables
 from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
+from mlcodec.tiling import tiled_analysis, tiled_synthesis
 from mlcodec.weights import fingerprint
 
 
@@ -168,7 +169,7 @@ class GainedHyperpriorCodec(LatentCodec):
     def _encode(self, x, quality):
         m, t = self.model, self._tables
         gain, _, hgain, inv_hgain = m.gains(self._q(quality, x.shape[0]))
-        y_g = m.g_a(x) * gain
+        y_g = tiled_analysis(m.g_a, x, tile=self.tile) * gain
         z_sym = m.hyper_symbols(y_g, hgain).int()
         if self.format_version >= 3:
             idx, means = self._hyper(z_sym, quality)
@@ -196,7 +197,7 @@ class GainedHyperpriorCodec(LatentCodec):
         return (y_sym.to(self.device).float() + means) * inv_gain
 
     def _synthesize(self, y_hat, quality):
-        return self.model.g_s(y_hat).clamp_(0, 1)
+        return tiled_synthesis(self.model.g_s, y_hat, tile=self.tile).clamp_(0, 1)
 
     def synthesis_transform(self, quality: float) -> nn.Module:
         return self.model.g_s
@@ -261,7 +262,7 @@ class Bmshj2018Codec(LatentCodec):
 
     def _encode(self, x, quality):
         m, t, _ = self._model(quality)
-        y = m.g_a(x)
+        y = tiled_analysis(m.g_a, x, tile=self.tile)
         z = m.h_a(torch.abs(y))
         z_sym = torch.round(z - t.z_medians).int()
         scales = m.h_s(z_sym + t.z_medians)
@@ -278,7 +279,7 @@ class Bmshj2018Codec(LatentCodec):
         return _decode_y(t, decoders, idx, streams).float().to(self.device)
 
     def _synthesize(self, y_hat, quality):
-        return self._model(quality)[0].g_s(y_hat).clamp_(0, 1)
+        return tiled_synthesis(self._model(quality)[0].g_s, y_hat, tile=self.tile).clamp_(0, 1)
 
     def synthesis_transform(self, quality: float) -> nn.Module:
         return self._model(quality)[0].g_s

@@ -20,6 +20,7 @@ from mlcodec import bitstream as bsf
 from mlcodec.bitstream import FORMAT_VERSION, Bitstream, BitstreamError, BitstreamHeader
 from mlcodec.codecs.base import DEFAULT_QUALITY, Codec, CodecConfig, check_quality
 from mlcodec.imageio import to_pil, to_tensor
+from mlcodec.tiling import DEFAULT_TILE
 
 
 def pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -35,6 +36,9 @@ class LatentCodec(Codec):
     stride: int = 64
     #: format version written by ``compress_batch``; set 1 for readers older than version 2
     format_version: int = FORMAT_VERSION
+    #: the transforms run in tiles of this many latent pixels (x16 image pixels) with halos, so
+    #: memory follows the tile, not the image (:mod:`mlcodec.tiling`)
+    tile: int = DEFAULT_TILE
 
     def __init__(self, config: CodecConfig, device: str = "cpu") -> None:
         self.config = config

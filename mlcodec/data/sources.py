@@ -47,6 +47,10 @@ class Source:
     def describe(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "name": self.name, "samples": len(self)}
 
+    def origin(self, i: int) -> str:
+        """Where item ``i`` comes from (a file path, a row), for reports; reads nothing."""
+        return f"{self.name} item {i}"
+
 
 def _safe_key(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
@@ -72,13 +76,19 @@ class ImageFolderSource(Source):
         if not classes:
             raise ValueError(f"{self.root}: no class subfolders (expected root/<class>/<image>)")
         super().__init__(name=str(self.root), class_names=classes)
-        self.files = [(p, label) for label, c in enumerate(classes)
-                      for p in sorted((self.root / c).rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+        found = [(p, label) for label, c in enumerate(classes)
+                 for p in sorted((self.root / c).rglob("*")) if p.is_file()]
+        self.files = [(p, label) for p, label in found if p.suffix.lower() in IMAGE_SUFFIXES]
+        #: files under the class folders that are not images (by suffix): left out, reported
+        self.ignored = [p for p, _ in found if p.suffix.lower() not in IMAGE_SUFFIXES]
         if not self.files:
             raise ValueError(f"{self.root}: no images under the class folders")
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def origin(self, i: int) -> str:
+        return str(self.files[i][0])
 
     def __getitem__(self, i: int) -> SourceSample:
         path, label = self.files[i]
@@ -108,6 +118,9 @@ class CocoSource(Source):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "category_ids": self.category_ids, "images": str(self.images)}
+
+    def origin(self, i: int) -> str:
+        return str(self.images / self.items[i]["file_name"])
 
     def __getitem__(self, i: int) -> SourceSample:
         info = self.items[i]
