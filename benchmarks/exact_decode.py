@@ -58,7 +58,7 @@ def shard_all(crops: Path, out: Path, workers: int) -> list[str]:
         dest = out / f"q{int(q * 100):02d}"
         assert main(["-q", "shard", str(crops / f"q{int(q * 100):02d}"), "-o", str(dest),
                      "--quality", str(q), "--workers", str(workers), "--maxcount", "64"]) == 0
-        tars += sorted(str(p) for p in dest.glob("shard-*.tar"))
+        tars += sorted(str(p) for p in dest.glob("shard-*.tar*"))
     return tars
 
 

@@ -2,10 +2,12 @@
 
 The loader goal of the shards issue is ``output="latent"`` at 2x the images/s of JPEG q90 decode +
 ToTensor. This script measures, per 256x256 image on one thread, JPEG decode + ToTensor and each
-stage of ``mlcodec-hyperprior``'s latent decode in batches (as the loader runs it): unpacking,
-``z`` decoding, the hyper-synthesis (with its multiply-accumulate count), scale indexes, and
-``y`` decoding (rANS and the list/array conversions around CompressAI's coder). The budget line
-is half of JPEG's time; the webdataset pipeline's own cost comes on top of every row.
+stage of ``mlcodec-hyperprior``'s format-3 latent decode in batches (as the loader runs it):
+unpacking, ``z`` decoding, the integer hyper-synthesis (scale indexes and means; with the float
+hyper-synthesis + scale indexes of format 2 beside it, and the multiply-accumulate count),
+``y`` decoding (rANS and the list/array conversions around CompressAI's coder) and the
+dequantization. The budget line is half of JPEG's time; the webdataset pipeline's own cost comes
+on top of every row.
 
     python benchmarks/latent_decode_profile.py [--n 256] [--quality 0.5] [--batch 32]
 """
@@ -97,28 +99,36 @@ def main() -> None:
         return [_decode_z(t, s, z_shape) for s in streams]
 
     z_out = stage_z()
+    quality = streams[0][0].header.quality
+    hyper = codec._hyper  # the integer hyper-synthesis of format 3
 
-    def stage_hs():
-        return [m.hyper_synthesis(z_hat, inv_hgain[: z_hat.shape[0]]) for _, z_hat in z_out]
+    def stage_exact():
+        return [hyper(z_sym, quality) for _, z_sym in z_out]
+
+    def stage_float():  # format 2's float hyper-synthesis and scale indexes, for comparison
+        return [t.scale_indexes(m.hyper_synthesis(z_sym.float() + t.z_medians,
+                                                  inv_hgain[: z_sym.shape[0]])[0]) for _, z_sym in z_out]
 
     with torch.inference_mode():
-        hs_out = stage_hs()
-        idx = [t.scale_indexes(scales) for scales, _ in hs_out]
+        exact_out = stage_exact()
 
         def stage_y():  # needs fresh decoders positioned after z: decode z again, untimed part below
-            return [_decode_y(t, _decode_z(t, s, z_shape)[0], i, s) for s, i in zip(streams, idx)]
+            return [_decode_y(t, _decode_z(t, s, z_shape)[0], i, s) for s, (i, _) in zip(streams, exact_out)]
 
+        y_syms = stage_y()
         rows = [
             ("unpack + CRC check", per_image_ms(lambda: [[unpack(d) for d in b] for b in batches], args.n)),
             ("z: rANS decode (factorized)", per_image_ms(stage_z, args.n)),
-            ("hyper-synthesis (scales, means)", per_image_ms(stage_hs, args.n)),
-            ("scale indexes", per_image_ms(lambda: [t.scale_indexes(s) for s, _ in hs_out], args.n)),
+            ("integer hyper-synthesis (format 3)", per_image_ms(stage_exact, args.n)),
         ]
         rows.append(("y: rANS decode + conversions", per_image_ms(stage_y, args.n) - rows[1][1]))
+        rows.append(("dequantize (float64, exact)", per_image_ms(
+            lambda: [hyper.dequantize(y, mu, quality) for y, (_, mu) in zip(y_syms, exact_out)], args.n)))
         rows.append(("whole decode_latents", per_image_ms(lambda: [codec.decode_latents(s) for s in streams],
                                                         args.n)))
-    macs = conv_macs(m.h_s, z_out[0][1][:1]) if hasattr(m, "h_s") else 0
-    coded = sum(int((i > 5).sum()) for i in idx) / args.n
+        rows.append(("(format 2: float h_s + indexes)", per_image_ms(stage_float, args.n)))
+    macs = conv_macs(m.h_s, z_out[0][1][:1].float()) if hasattr(m, "h_s") else 0
+    coded = sum(int((i > 5).sum()) for i, _ in exact_out) / args.n
     print(f"{args.n} crops {args.size}x{args.size}, quality {args.quality}, batch {args.batch}, 1 thread; "
           f"latent {c}x{h}x{w} = {c * h * w} symbols, {coded:.0f} coded per image; "
           f"hyper-synthesis {macs / 1e6:.1f}M MAC per image")
@@ -128,7 +138,7 @@ def main() -> None:
     for name, ms in rows:
         print(f"{name:<34} {ms:>9.3f}")
     gflops = 2 * macs / (rows[2][1] * 1e-3) / 1e9
-    print(f"hyper-synthesis runs at {gflops:.0f} GFLOP/s on this core")
+    print(f"the integer hyper-synthesis runs at {gflops:.0f} GFLOP/s (of its float MACs) on this core")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from mlcodec.data.photos import evaluation_photos, training_photos
+from mlcodec.integrations.webdataset import SHARD_MTIME
 from mlcodec.data.sources import IterableSource
 
 
@@ -41,7 +42,7 @@ def jpeg_shards(images, out: Path, maxcount: int) -> None:
     import webdataset as wds
 
     out.mkdir(parents=True, exist_ok=True)
-    with wds.ShardWriter(str(out / "shard-%06d.tar"), maxcount=maxcount, verbose=0) as w:
+    with wds.ShardWriter(str(out / "shard-%06d.tar"), maxcount=maxcount, verbose=0, mtime=SHARD_MTIME) as w:
         for i, im in enumerate(images):
             buf = io.BytesIO()
             im.save(buf, format="JPEG", quality=90, subsampling="4:2:0")
@@ -80,7 +81,7 @@ def throughput(dataset, workers: int, batch: int, n: int) -> float:
 
 
 def du(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.glob("*.tar"))
+    return sum(p.stat().st_size for p in folder.glob("*.tar*"))
 
 
 def main() -> None:
@@ -107,7 +108,7 @@ def main() -> None:
     enc_time = time.perf_counter() - t0
     if not list(jpg_dir.glob("*.tar")):
         jpeg_shards(images, jpg_dir, maxcount)
-    lat_urls = sorted(str(p) for p in lat_dir.glob("*.tar"))
+    lat_urls = sorted(str(p) for p in lat_dir.glob("*.tar*"))
     jpg_urls = sorted(str(p) for p in jpg_dir.glob("*.tar"))
     print(f"{args.n} images {args.size}x{args.size}; latent shards at quality {args.quality}: "
           f"{m.mean_bpp:.3f} bpp ("

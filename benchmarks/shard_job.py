@@ -70,7 +70,7 @@ def main() -> None:
     print(f"{args.n} images {args.size}x{args.size}, quality {args.quality}, shards of {args.maxcount}, "
           f"{os.cpu_count()} CPUs")
     print(f"{'runner':<24} {'seconds':>8} {'img/s':>7} {'mean bpp':>9}  same samples as in process")
-    ref = sorted((work / "local, in process").glob("*.tar"))
+    ref = sorted((work / "local, in process").glob("*.tar*"))
     for name, (dt, m) in runs.items():
         same = all(_members(work / name / p.name) == _members(p) for p in ref)
         print(f"{name:<24} {dt:>8.1f} {args.n / dt:>7.1f} {m.mean_bpp:>9.4f}  {same}")

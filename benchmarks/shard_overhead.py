@@ -49,7 +49,7 @@ def main() -> None:
           f"{'tar.gz B/sample':>15} {'gz/payload':>10} {'JPEG q90 tar B/sample':>21} {'tar / JPEG tar':>14}")
     for size in (64, 128, 256):
         src = IterableSource(crops(dirs, args.n, size), name=f"crops{size}")
-        m = write_shards(src, work / f"t{size}", progress=False)
+        m = write_shards(src, work / f"t{size}", progress=False, gzip=False)
         g = write_shards(src, work / f"g{size}", progress=False, gzip=True)
         j = write_image_shards(src, work / f"j{size}", progress=False)
         jpeg_tar = sum(p.stat().st_size for p in (work / f"j{size}").glob("*.tar"))

@@ -125,8 +125,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--on-error", choices=("raise", "skip"), default="skip",
                    help="an unreadable image: leave it out and list it in manifest.json, or stop "
                         "(exit 2)")
-    s.add_argument("--gzip", action="store_true",
-                   help="write .tar.gz shards (smaller at small sizes; see BENCHMARKS.md)")
+    s.add_argument("--gzip", action=argparse.BooleanOptionalAction, default=None,
+                   help="gzipped .tar.gz shards (the default for a new job: tar headers are most of "
+                        "a small sample's bytes; BENCHMARKS.md) or plain .tar (--no-gzip); a "
+                        "resumed job keeps its own")
     s.set_defaults(func=cmd_shard)
 
     r = sub.add_parser("reencode", help="write a shard folder's dataset again from its source, in "

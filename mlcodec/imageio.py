@@ -95,9 +95,14 @@ def to_tensor(image: object, what: str = "image") -> tuple[torch.Tensor, str]:
 
 
 def to_pil(x: torch.Tensor, mode: str = "RGB") -> Image.Image:
-    """``3xHxW`` float tensor in [0, 1] to a PIL image (``L`` images take the channel mean)."""
-    x = x.detach().cpu().clamp(0, 1)
+    """``3xHxW`` float tensor in [0, 1], or uint8 levels, to a PIL image (``L`` images take the
+    channel mean)."""
+    x = x.detach().cpu()
+    if x.dtype == torch.uint8:
+        if mode == "L":
+            return Image.fromarray((x.float().mean(0)).round_().to(torch.uint8).numpy(), "L")
+        return Image.fromarray(x.permute(1, 2, 0).contiguous().numpy(), "RGB")
     if mode == "L":
-        return Image.fromarray((x.mean(0) * 255.0).round().to(torch.uint8).numpy(), "L")
-    a = (x * 255.0).round().to(torch.uint8)
+        return Image.fromarray((x.mean(0).clamp_(0, 1) * 255.0).round_().to(torch.uint8).numpy(), "L")
+    a = (x.clamp(0, 1) * 255.0).round_().to(torch.uint8)  # one float copy (large images)
     return Image.fromarray(a.permute(1, 2, 0).numpy(), "RGB")

@@ -45,6 +45,9 @@ def bd_rate(rate_ref: Sequence[float], metric_ref: Sequence[float],
     m1, m2 = np.asarray(metric_ref, float), np.asarray(metric_test, float)
     if min(len(m1), len(m2)) < 4:
         raise ValueError("BD-rate needs at least 4 rate points per curve")
+    for m in (m1, m2):  # a flat curve (e.g. an untrained head) has no cubic fit of rate on metric
+        if len(np.unique(np.round(m, 9))) < 4:
+            raise ValueError("BD-rate: a curve has fewer than 4 distinct metric values (flat)")
     p1, p2 = np.polyfit(m1, lr1, 3), np.polyfit(m2, lr2, 3)
     lo, hi = max(m1.min(), m2.min()), min(m1.max(), m2.max())
     if lo >= hi:

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import torch
 from torch import Tensor
 
-#: tile side and halo in latent pixels (x16 image pixels): tiles of 1024 px with 32 px halos
-DEFAULT_TILE = 64
+#: tile side and halo in latent pixels (x16 image pixels): tiles of 512 px with 32 px halos.
+#: A tile's transform holds about 130 MB (96 channels at half its size, a few GDN temporaries);
+#: the halos add 27% to the work (BENCHMARKS.md, "Large images", measures both)
+DEFAULT_TILE = 32
 DEFAULT_HALO = 2
 
 
@@ -59,23 +62,29 @@ def tiled_analysis(g_a: Callable[[Tensor], Tensor], x: Tensor, stride: int = 16,
     return out
 
 
+def to_uint8(x: Tensor) -> Tensor:
+    """Images in [0, 1] (float) to uint8 levels, in place where it can."""
+    return x.clamp_(0, 1).mul_(255.0).round_().to(torch.uint8)
+
+
 def tiled_synthesis(g_s: Callable[[Tensor], Tensor], y: Tensor, stride: int = 16,
-                    tile: int = DEFAULT_TILE, halo: int = DEFAULT_HALO) -> Tensor:
-    """``g_s(y)`` for a latent ``(B, C, h, w)``, computed in tiles of ``tile`` latent pixels when the
-    latent is larger than one tile."""
+                    tile: int = DEFAULT_TILE, halo: int = DEFAULT_HALO,
+                    post: Callable[[Tensor], Tensor] = to_uint8) -> Tensor:
+    """``post(g_s(y))`` for a latent ``(B, C, h, w)``, computed in tiles of ``tile`` latent pixels
+    when the latent is larger than one tile; ``post`` (by default: to uint8 levels) runs on each
+    tile, so only its result is held for the whole image."""
     h, w = y.shape[-2:]
     if h <= tile and w <= tile:
-        return g_s(y)
+        return post(g_s(y))
     out: Tensor | None = None
     for rows, cols, keep_r, keep_c in _tiles(h, w, tile, halo):
-        x = g_s(y[..., rows, cols])
+        x = post(g_s(y[..., rows, cols])[..., _scaled(keep_r, stride), _scaled(keep_c, stride)])
         if out is None:
             out = x.new_empty(*x.shape[:2], h * stride, w * stride)
         out[..., _scaled(slice(rows.start + keep_r.start, rows.start + keep_r.stop), stride),
-            _scaled(slice(cols.start + keep_c.start, cols.start + keep_c.stop), stride)] = \
-            x[..., _scaled(keep_r, stride), _scaled(keep_c, stride)]
+            _scaled(slice(cols.start + keep_c.start, cols.start + keep_c.stop), stride)] = x
     assert out is not None
     return out
 
 
-__all__ = ["DEFAULT_HALO", "DEFAULT_TILE", "tiled_analysis", "tiled_synthesis"]
+__all__ = ["DEFAULT_HALO", "DEFAULT_TILE", "tiled_analysis", "tiled_synthesis", "to_uint8"]

@@ -38,3 +38,12 @@ def test_bd_rate_needs_overlap_and_points():
         bd_rate([1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4], [10, 11, 12, 13])
     with pytest.raises(ValueError, match="4 rate points"):
         bd_rate([1, 2, 3], [1, 2, 3], [1, 2, 3], [1, 2, 3])
+
+
+def test_bd_rate_refuses_a_flat_curve_without_numpy_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's RankWarning would fail the test
+        with pytest.raises(ValueError, match="flat"):
+            bd_rate([1, 2, 3, 4], [0.5, 0.5, 0.5, 0.5], [1, 2, 3, 4], [1, 2, 3, 4])

@@ -197,7 +197,7 @@ class GainedHyperpriorCodec(LatentCodec):
         return (y_sym.to(self.device).float() + means) * inv_gain
 
     def _synthesize(self, y_hat, quality):
-        return tiled_synthesis(self.model.g_s, y_hat, tile=self.tile).clamp_(0, 1)
+        return tiled_synthesis(self.model.g_s, y_hat, tile=self.tile)
 
     def synthesis_transform(self, quality: float) -> nn.Module:
         return self.model.g_s
@@ -279,7 +279,7 @@ class Bmshj2018Codec(LatentCodec):
         return _decode_y(t, decoders, idx, streams).float().to(self.device)
 
     def _synthesize(self, y_hat, quality):
-        return tiled_synthesis(self._model(quality)[0].g_s, y_hat, tile=self.tile).clamp_(0, 1)
+        return tiled_synthesis(self._model(quality)[0].g_s, y_hat, tile=self.tile)
 
     def synthesis_transform(self, quality: float) -> nn.Module:
         return self._model(quality)[0].g_s

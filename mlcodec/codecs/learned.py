@@ -68,7 +68,8 @@ class LatentCodec(Codec):
 
     @abc.abstractmethod
     def _synthesize(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
-        """Latent to the padded reconstruction ``(B, 3, H, W)`` in [0, 1]."""
+        """Latent to the padded reconstruction ``(B, 3, H, W)``, uint8 levels
+        (:func:`mlcodec.tiling.tiled_synthesis` does both)."""
 
     @abc.abstractmethod
     def synthesis_transform(self, quality: float) -> torch.nn.Module:
@@ -82,16 +83,17 @@ class LatentCodec(Codec):
         q = float(torch.tensor(check_quality(quality), dtype=torch.float32))  # as stored (f32)
         prepared = [to_tensor(im, what=f"image {i}") for i, im in enumerate(images)]
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        padded = []
         for i, (t, _) in enumerate(prepared):
-            p = pad_to(t[None], self.stride)[0]
-            padded.append(p)
-            groups[tuple(p.shape[-2:])].append(i)
+            h, w = t.shape[-2:]
+            groups[(h + -h % self.stride, w + -w % self.stride)].append(i)
         out: list[bytes] = [b""] * len(images)
         fp = self.fingerprint(q)
         for size, idx in groups.items():
-            x = torch.stack([padded[i] for i in idx]).to(self.device)
-            strings, latent_shape = self._encode(x, q)
+            # one image (a large one, say) is padded in place of a copy, several are stacked
+            x = torch.cat([pad_to(prepared[i][0][None], self.stride) for i in idx]) if len(idx) > 1 \
+                else pad_to(prepared[idx[0]][0][None], self.stride)
+            strings, latent_shape = self._encode(x.to(self.device), q)
+            del x
             for i, s in zip(idx, strings):
                 t, mode = prepared[i]
                 header = BitstreamHeader(self.config.codec_id, fp, q, tuple(t.shape[-2:]), size,

@@ -24,7 +24,7 @@ def _img(rng, h=40, w=56):
 
 
 def _read(out, **kw):
-    return list(latent_dataset(sorted(str(p) for p in out.glob("shard-*.tar")), **kw))
+    return list(latent_dataset(out, **kw))  # the folder: its manifest's shards
 
 
 @pytest.fixture()
@@ -91,8 +91,8 @@ def test_iterable_and_hf_round_trip(tmp_path):
     m = dataset_to_shards(ds, tmp_path / "hf", progress=False)
     assert m.class_names == ["a", "b"]
     # read back with Hugging Face datasets alone (offline, local files)
-    back = datasets.load_dataset("webdataset", data_files={"train": [str(p) for p in sorted((tmp_path / "hf").glob("*.tar"))]},
-                                 split="train")
+    shards = [str(p) for p in sorted((tmp_path / "hf").glob("*.tar.gz"))]  # gzip, the default
+    back = datasets.load_dataset("webdataset", data_files={"train": shards}, split="train")
     assert len(back) == 5
     codec = mlcodec.codec_for(back[0]["mlc"])
     assert codec.decode_latent(back[0]["mlc"]).shape == (96, 4, 4)
@@ -133,7 +133,7 @@ def test_dataloader_two_workers_two_nodes(tmp_path, monkeypatch):
     rng = np.random.default_rng(4)
     items = [(_img(rng, 32, 32), i) for i in range(32)]
     write_shards(IterableSource(items), tmp_path / "s", maxcount=4, progress=False)
-    urls = sorted(str(p) for p in (tmp_path / "s").glob("*.tar"))
+    urls = sorted(str(p) for p in (tmp_path / "s").glob("*.tar.gz"))
     seen = []
     for rank in (0, 1):
         monkeypatch.setenv("RANK", str(rank))
@@ -148,7 +148,8 @@ def test_dataloader_two_workers_two_nodes(tmp_path, monkeypatch):
 
 def test_corrupt_samples_name_shard_and_key(tmp_path):
     rng = np.random.default_rng(5)
-    write_shards(IterableSource([(_img(rng), i) for i in range(6)]), tmp_path / "s", progress=False)
+    write_shards(IterableSource([(_img(rng), i) for i in range(6)]), tmp_path / "s", progress=False,
+                 gzip=False)  # plain tar, to rewrite one member's bytes
     shard = tmp_path / "s" / "shard-000000.tar"
     members = []
     with tarfile.open(shard) as tf:
@@ -205,7 +206,7 @@ def test_decode_shards_for_inspection(tmp_path):
     assert sorted(p.name for p in (tmp_path / "png").glob("0*.png")) == [f"{i:09d}.png" for i in range(3)]
     sheet = Image.open(tmp_path / "png" / "contact_sheet.png")
     assert sheet.size == (2 * 192, 2 * (192 + 14))
-    assert main(["-q", "decode", str(tmp_path / "s" / "shard-000000.tar"), "-o", str(tmp_path / "k"),
+    assert main(["-q", "decode", str(tmp_path / "s" / "shard-000000.tar.gz"), "-o", str(tmp_path / "k"),
                  "--keys", "000000004"]) == 0
     assert [p.name for p in (tmp_path / "k").glob("0*.png")] == ["000000004.png"]
     assert main(["decode", str(tmp_path / "s"), "-o", str(tmp_path / "x"), "--keys", "nope"]) == 2
@@ -216,7 +217,7 @@ def test_plain_webdataset_recipe(tmp_path):
 
     rng = np.random.default_rng(9)
     write_shards(IterableSource([(_img(rng), i) for i in range(3)]), tmp_path / "s", progress=False)
-    urls = [str(p) for p in sorted((tmp_path / "s").glob("*.tar"))]
+    urls = [str(p) for p in sorted((tmp_path / "s").glob("*.tar.gz"))]
     codec = mlcodec.create_codec()
     ds = wds.WebDataset(urls, nodesplitter=wds.split_by_node, shardshuffle=False).map(
         lambda s: (codec.decode_latent(s["mlc"]), int(s["cls"])))
@@ -237,7 +238,7 @@ def test_label_only_samples_skip_the_json_member():
 def _raw_samples(folder):
     import webdataset as wds
 
-    urls = sorted(str(p) for p in folder.glob("shard-*.tar"))
+    urls = sorted(str(p) for p in folder.glob("shard-*.tar*"))
     return list(wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()))
 
 
