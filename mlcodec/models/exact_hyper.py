@@ -7,27 +7,31 @@ vector unit, the torch build, the batch and the device. Following Ballé, Johnst
 "Integer Networks for Data Compression with Latent-Variable Models" (ICLR 2019), bitstream format
 3 computes everything between the hyper-latent's symbols and the decoded latent in integers::
 
-    z symbols ─(z·2^16 + med16)·a(q) >> ─► u ─deconv─► +b ─requant, leaky─► ─deconv─► +b ─requant,
-    leaky─► ─conv─► acc ─┬─ scale channels: index = #{k : T[c, k] < acc}
-                         └─ mean channels:  mean = ((acc·Mm + r) >> s) / 2^MEAN_FRAC_BITS
+    z symbols (clamped) + a ones channel ─deconv0(q)─► +b ─requant, leaky─► ─deconv1─► +b
+        ─requant, leaky─► ─conv2─► +b = acc ─┬─ scale channels: index = #{k : T[c, k] < acc}
+                                             └─ mean channels:  mean = ((acc·M + r) >> s) / 2^10
 
     decoded latent = (y symbols + mean) · inv_gain(q)          (float64 ops, rounded once to float32)
 
-- **Weights** are integers per output channel (``round(w · sw_c)``), biases integers in the
-  accumulator's scale, all stored in the weights file (``exact.*`` tensors) and never re-derived,
-  so no floating-point reduction decides them.
-- **Convolutions** run as GEMMs (``unfold`` + ``matmul``) on integer-valued float32 tensors. Each
-  output's ``sum |w·x|`` is below 2^24 by construction (weight scales are chosen against the
-  clamped input range, per transposed-convolution phase), so every partial sum is an exact float32
-  integer and the result does not depend on the summation order, blocking, threads or device.
-  Algorithms that are not exact on integers (Winograd, FFT, TF32, bf16) are kept out: no cuDNN or
-  oneDNN convolution is called, and matmul precision is pinned to ``highest`` while it runs.
-  A transposed convolution (k5, s2) is four GEMMs, one per output phase, over the taps that
-  phase uses.
-- **Nonlinearities and requantization** are integer ops on int64: ``(acc · M + 2^(S-1)) >> S``
-  per output channel, the LeakyReLU's 0.01 slope folded into a second multiplier for negative
-  accumulators, then a clamp to the next layer's range.
-- **Quality-dependent constants** (the hyper gain ``a(q)`` and the latent's inverse gain) come from
+- **Weights** are integers per output channel (``round(w · s_c)``), biases integers in the
+  accumulator's scale, stored in the weights file (``exact.*`` tensors) and never re-derived, so
+  no floating-point reduction decides them. Layer 0 folds the quality's inverse hyper gain into
+  its weights (:func:`layer0_weights`: ``round(w · inv_hgain(q) · s_c)``, elementwise IEEE ops
+  only), and the z medians enter as the weights of a constant channel of ones, summed in exact
+  integers; so the hyper-latent's symbols go in unquantized.
+- **Convolutions** run as GEMMs (``unfold`` + ``mm``) on integer-valued float32 tensors. Each
+  output's ``sum |w·x| + |b|`` is below 2^24 by construction (weight scales are chosen against
+  the clamped input range, per transposed-convolution phase, and checked per quality), so every
+  partial sum is an exact float32 integer and the result does not depend on the summation order,
+  blocking, threads or device. Algorithms that are not exact on integers (Winograd, FFT, TF32,
+  bf16) are kept out: no cuDNN or oneDNN convolution is called, and matmul precision is pinned to
+  ``highest`` while it runs. A transposed convolution (k5, s2) is four GEMMs, one per output
+  phase, over the taps that phase uses.
+- **Requantization and the LeakyReLU** are integer steps: ``clamp((acc · M + 2^(S-1)) >> S)`` per
+  output channel, the 0.01 slope folded into a second multiplier for negative accumulators. The
+  fast path runs them in float64, where every intermediate is an integer below 2^53 and so exact;
+  the reference runs them in int64.
+- **Quality-dependent constants** (the inverse hyper gain and the latent's inverse gain) come from
   the model's log-gain tables through :func:`exact_exp`, which uses only IEEE double additions,
   multiplications and divisions in Python floats: the same on every platform.
 - **Scale-table indexes** are integer comparisons against per-channel thresholds
@@ -152,10 +156,6 @@ class ExactTables:
                    s["w0_scale"], (s["w1"], s["w2"]), (s["b0"], s["b1"], s["b2"]),
                    (s["mult0"], s["mult1"]), (s["mult_neg0"], s["mult_neg1"]), s["shifts"],
                    s["thresholds"], s["mean_mult"])
-
-
-def has_exact_tables(state: dict[str, Tensor]) -> bool:
-    return any(k.startswith(PREFIX) for k in state)
 
 
 def _phase_abs_sums(w_abs: Tensor) -> Tensor:
