@@ -246,6 +246,8 @@ def train_head(
     elapsed, best = 0.0, -1.0
     for epoch in range(1, epochs + 1):
         model.train()
+        if hasattr(train_loader.dataset, "set_epoch"):  # a new sample order every epoch
+            train_loader.dataset.set_epoch(epoch)
         t0, total, n = time.perf_counter(), 0.0, 0
         bar = tqdm(train_loader, total=steps_per_epoch, desc=f"{name} epoch {epoch}/{epochs}",
                    unit="batch", disable=not progress)
