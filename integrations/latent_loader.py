@@ -200,11 +200,13 @@ class LatentDataset(torch.utils.data.IterableDataset):
 
     def __init__(self, urls: list[str], output: str = "latent", codec: str | None = None,
                  shuffle: int = 0, shardshuffle: bool = False, epoch_length: int | None = None,
-                 decode_batch: int = 16, on_error: str = "raise", seed: int = 0) -> None:
+                 decode_batch: int = 16, on_error: str = "raise", seed: int = 0,
+                 stage: Any = None) -> None:
         super().__init__()
         self.urls, self.shuffle, self.shardshuffle = list(urls), shuffle, bool(shardshuffle)
         self.epoch_length, self.seed, self.on_error = epoch_length, seed, on_error
-        self.decode = DecodeStage(output, codec, decode_batch, on_error)
+        # the last stage: mlcodec's decoding by default; image shards pass their own
+        self.decode = stage if stage is not None else DecodeStage(output, codec, decode_batch, on_error)
         self.epoch = 0
         self._passes = 0
 

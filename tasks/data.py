@@ -140,15 +140,12 @@ class _DecodeImages:
 
 
 def pixel_dataset(urls: Sequence[str], shuffle: int = 0, seed: int = 0):
-    """A webdataset pipeline over image shards (node/worker splitting as the latent loader)."""
-    import webdataset as wds
+    """A dataset over image shards, split and shuffled per epoch as the latent loader's
+    (``set_epoch``), the shard order shuffled too."""
+    from mlcodec.integrations.latent_loader import LatentDataset
 
-    stages: list[Any] = [wds.SimpleShardList(list(urls), seed=seed), wds.split_by_node,
-                         wds.split_by_worker, wds.tarfile_to_samples()]
-    if shuffle:
-        stages.append(wds.shuffle(shuffle, seed=seed))
-    stages.append(_DecodeImages())
-    return wds.DataPipeline(*stages)
+    return LatentDataset(list(urls), shuffle=shuffle, shardshuffle=True, seed=seed,
+                         stage=_DecodeImages())
 
 
 def make_loader(dirs: Sequence[str | Path], input: str, batch_size: int, shuffle: int = 0,
