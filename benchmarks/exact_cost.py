@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
 import mlcodec
-from mlcodec.data.photos import evaluation_photos
 from mlcodec.metrics import bd_rate, bpp, ms_ssim, psnr
+
+from rd_curve import held_out_photos  # the same photos as the rate-distortion benchmark
 
 QUALITIES = [round(q, 2) for q in np.arange(0.1, 0.91, 0.1)]
 
@@ -40,11 +40,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    dirs = [args.photos] if Path(args.photos).is_dir() else []
-    if not dirs:
-        print(f"note: {args.photos} not found (run scripts/fetch_photos.sh); scikit-image photos only")
-    photos = evaluation_photos(dirs, max_side=512)
-    print(f"{len(photos)} held-out photos: " + ", ".join(p.name for p in photos))
+    photos = held_out_photos(args.photos)
     v3 = mlcodec.create_codec()
     v2 = mlcodec.create_codec()
     v2.format_version = 2

@@ -30,6 +30,18 @@ QUALITIES = {
 RANGE = (0.1, 1.0)
 
 
+def held_out_photos(photo_dir: str, max_side: int = 512) -> list:
+    """The held-out photos (long side ``max_side``): scikit-image's, and the wallpapers under
+    ``photo_dir`` if it exists; prints which."""
+    dirs = [photo_dir] if Path(photo_dir).is_dir() else []
+    if not dirs:
+        print(f"note: {photo_dir} not found (run scripts/fetch_photos.sh); scikit-image photos only")
+    photos = evaluation_photos(dirs, max_side=max_side)
+    print(f"{len(photos)} held-out photos: "
+          + ", ".join(f"{p.name} {p.image.width}x{p.image.height}" for p in photos))
+    return photos
+
+
 def measure(codec: mlcodec.Codec, photos, quality: float) -> dict[str, float]:
     images = [p.image for p in photos]
     datas = codec.compress_batch(images, quality=quality) if codec.config.kind == "learned" \
@@ -59,11 +71,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    dirs = [args.photos] if Path(args.photos).is_dir() else []
-    if not dirs:
-        print(f"note: {args.photos} not found (run scripts/fetch_photos.sh); scikit-image photos only")
-    photos = evaluation_photos(dirs, max_side=512)
-    print(f"{len(photos)} held-out photos: " + ", ".join(f"{p.name} {p.image.width}x{p.image.height}" for p in photos))
+    photos = held_out_photos(args.photos)
 
     results: dict[str, list[dict]] = {}
     for name, qualities in QUALITIES.items():

@@ -98,15 +98,21 @@ def _shard_with_ray(source, args: argparse.Namespace):
             ray.shutdown()
 
 
+def _source_args(p: argparse.ArgumentParser, moved: str = "") -> None:
+    """The arguments :func:`_source` reads (``moved``: how reencode qualifies them)."""
+    p.add_argument("src", nargs="?", help=f"image folder in ImageFolder layout{moved}")
+    p.add_argument("--coco", help=f"COCO instances JSON{moved}")
+    p.add_argument("--images", help="image folder for --coco")
+    p.add_argument("--hf", help=f"a Hugging Face dataset saved with save_to_disk, or parquet "
+                                f"file(s){moved}")
+    p.add_argument("--image-column", default="image", help="--hf: the column holding the images")
+    p.add_argument("--label-column", action="append", default=[],
+                   help="--hf: a column for the target (repeatable)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("shard", help="compress a dataset into WebDataset shards (resumable)")
-    s.add_argument("src", nargs="?", help="image folder in ImageFolder layout")
-    s.add_argument("--coco", help="COCO instances JSON")
-    s.add_argument("--images", help="image folder for --coco")
-    s.add_argument("--hf", help="a Hugging Face dataset saved with save_to_disk, or parquet file(s)")
-    s.add_argument("--image-column", default="image", help="--hf: the column holding the images")
-    s.add_argument("--label-column", action="append", default=[],
-                   help="--hf: a column for the target (repeatable)")
+    _source_args(s)
     s.add_argument("-o", "--output", required=True, help="output folder for shards + manifest")
     s.add_argument("--quality", type=quality_arg, default=mlcodec.DEFAULT_QUALITY,
                    help="0 (smallest) .. 1 (best)")
@@ -135,14 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                         "the current bitstream format (resumable)")
     r.add_argument("shards", help="the old shard folder (with its job.json or manifest.json)")
     r.add_argument("-o", "--output", required=True, help="output folder for the new shards")
-    r.add_argument("src", nargs="?", help="the image folder, if it moved since (else the one the "
-                                          "job recorded)")
-    r.add_argument("--coco", help="COCO instances JSON, if it moved")
-    r.add_argument("--images", help="image folder for --coco")
-    r.add_argument("--hf", help="Hugging Face dataset path, if it moved")
-    r.add_argument("--image-column", default="image", help="--hf: the column holding the images")
-    r.add_argument("--label-column", action="append", default=[],
-                   help="--hf: a column for the target (repeatable)")
+    _source_args(r, ", if it moved since (else the one the job recorded)")
     r.add_argument("--codec", type=codec_arg("learned"),
                    help="another codec than the job's (default: the one it recorded)")
     r.add_argument("--workers", type=int, default=0, help="encoding processes (0 = in process)")

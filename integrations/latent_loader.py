@@ -271,8 +271,6 @@ def latent_dataset(
     :func:`collate_padded` to batch samples of different sizes. Call ``set_epoch(epoch)`` at the
     start of each epoch to reshuffle.
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     resolved = resolve_shards(urls)
     if epoch_length:
         known = _manifest_samples(urls)

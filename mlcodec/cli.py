@@ -193,13 +193,13 @@ def _pick(samples: list[tuple[str, str, int | None]], n: int, seed: int) -> set[
 def _decode_shards(args: argparse.Namespace) -> int:
     """Shards (or folders of them) to PNGs plus a contact sheet with the targets drawn."""
     from mlcodec.data.shard_fields import decode_label
-    from mlcodec.inspect import contact_sheet, draw_target, iter_samples, shard_files
+    from mlcodec.inspect import (contact_sheet, draw_target, iter_samples, shard_files,
+                                 shard_manifest, weights_spec)
 
     shards = shard_files(args.files)
-    manifest = shards[0].parent / "manifest.json"
-    meta = json.loads(manifest.read_text()) if manifest.exists() else {}
+    meta = shard_manifest(shards[0])
     class_names = meta.get("class_names", [])
-    spec = args.codec or (meta.get("codec") if ":" in meta.get("codec", "") else None)
+    spec = args.codec or weights_spec(meta)
     wanted = set(args.keys or [])
     chosen: set[tuple[str, str]] | None = None
     if not wanted and args.first is None:  # a spread sample: one pass to list, one to decode

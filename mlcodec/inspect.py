@@ -7,6 +7,7 @@ the webdataset integration); samples are grouped by key, the ``.mlc`` field deco
 
 from __future__ import annotations
 
+import json
 import math
 import tarfile
 from collections.abc import Iterator, Sequence
@@ -53,6 +54,20 @@ def shard_files(paths: Sequence[str | Path]) -> list[Path]:
     if not out:
         raise FileNotFoundError(f"no .tar or .tar.gz shards in {' '.join(map(str, paths))}")
     return out
+
+
+def shard_manifest(path: str | Path) -> dict[str, Any]:
+    """The ``manifest.json`` of a shard folder, or beside a shard file; empty if there is none."""
+    p = Path(path)
+    m = (p if p.is_dir() else p.parent) / "manifest.json"
+    return json.loads(m.read_text()) if m.exists() else {}
+
+
+def weights_spec(manifest: dict[str, Any]) -> str | None:
+    """The manifest's codec when it names trained weights (``NAME:WEIGHTS``): the shards decode
+    with those; else None (each bitstream's own codec, packaged weights)."""
+    codec = manifest.get("codec", "")
+    return codec if ":" in codec else None
 
 
 def iter_samples(shards: Sequence[Path]) -> Iterator[ShardSample]:

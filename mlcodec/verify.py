@@ -11,7 +11,6 @@ format-2 samples that pass here may still fail elsewhere (re-encode them with ``
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -77,22 +76,13 @@ def _items(paths: Sequence[str | Path]) -> Iterator[_Item]:
         yield _Item(f"{s.shard} key {s.key}", s.fields["mlc"])
 
 
-def _manifest_spec(paths: Sequence[str | Path]) -> str | None:
-    """A shard folder's codec spec, if its manifest names trained weights (``NAME:WEIGHTS``)."""
-    for p in map(Path, paths):
-        m = (p if p.is_dir() else p.parent) / "manifest.json"
-        if m.exists():
-            codec = json.loads(m.read_text()).get("codec", "")
-            if ":" in codec:
-                return codec
-    return None
-
-
 def verify(paths: Sequence[str | Path], codec: str | None = None, batch: int = 32,
            progress: bool = True, threads: int = 1) -> VerifyReport:
     """Decode every sample under ``paths`` (``.mlc`` files or folders, tar shards or shard folders)
     with ``threads`` torch threads; see the module docstring."""
-    spec = codec or _manifest_spec(paths)
+    from mlcodec.inspect import shard_manifest, weights_spec
+
+    spec = codec or next(filter(None, (weights_spec(shard_manifest(p)) for p in paths)), None)
     codecs: dict[int, Codec] = {}
     report = VerifyReport()
     old_threads = torch.get_num_threads()
