@@ -53,7 +53,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     codecs = {"packaged": BASE, "tuned": f"{BASE}:{args.weights}"}
-    tuning = read_metadata(args.weights).get("task_tuning")
+    meta = read_metadata(args.weights)
+    tuning = {**meta.get("task_tuning", {}), **meta.get("training", {})}
     if tuning:
         print("tuned with: " + ", ".join(f"{k}={tuning[k]}" for k in (
             "tasks", "task_weight", "steps_run", "scenes", "scene_seed", "lr", "device") if k in tuning))

@@ -34,6 +34,7 @@ from mlcodec.data.photos import RandomCrops, training_photos
 from mlcodec.imageio import to_tensor
 from mlcodec.models.exact_hyper import ExactTables, integerize
 from mlcodec.models.gained_hyperprior import ForwardOutput, GainedMeanScaleHyperprior
+from mlcodec.objective import CodecObjective
 from mlcodec.weights import load_weights, read_metadata, save_weights
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class TrainConfig:
     init: str = ""
     minutes: float = 0.0
     distill_hyper: bool = False
+    progress: bool = True
+    log_every: int = 50  # steps between rows of the training history (in the weights' metadata)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -236,33 +239,51 @@ def aux_step(model: GainedMeanScaleHyperprior, aux_opt: torch.optim.Optimizer) -
     aux_opt.step()
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Run (or resume) training; returns the path of the exported safetensors weights."""
+def _build_model(cfg: TrainConfig) -> GainedMeanScaleHyperprior:
+    """A fresh codec for ``cfg``, or the one ``cfg.init`` names (its architecture from its
+    metadata, its gains remapped to ``cfg.lambdas``)."""
+    if not cfg.init:
+        model = GainedMeanScaleHyperprior(cfg.N, cfg.M, num_levels=len(cfg.lambdas)).to(cfg.device)
+        model.init_gains(list(cfg.lambdas))
+        return model
+    arch = read_metadata(cfg.init).get("architecture", {})
+    model = GainedMeanScaleHyperprior(arch.get("N", cfg.N), arch.get("M", cfg.M), num_levels=len(cfg.lambdas),
+                                      hyper_kernel=arch.get("hyper_kernel", 3)).to(cfg.device)
+    init_from_weights(model, cfg.init, cfg.lambdas)
+    return model
+
+
+def train(cfg: TrainConfig, objective: CodecObjective | None = None) -> Path:
+    """Run (or resume) training; returns the path of the exported safetensors weights.
+
+    The one training loop for codecs: every step is rate + lambda * distortion on photo crops,
+    plus ``objective``'s terms when one is given (task losses, MTCE, DIKL: see
+    :mod:`mlcodec.objective`). The objective's modules train alongside the codec and are saved in
+    the checkpoint, never in the exported weights.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.init:
-        from mlcodec.weights import read_metadata
-
-        arch = read_metadata(cfg.init).get("architecture", {})
-        model = GainedMeanScaleHyperprior(cfg.N, cfg.M, num_levels=len(cfg.lambdas),
-                                          hyper_kernel=arch.get("hyper_kernel", 3)).to(cfg.device)
-        init_from_weights(model, cfg.init, cfg.lambdas)
-    else:
-        model = GainedMeanScaleHyperprior(cfg.N, cfg.M, num_levels=len(cfg.lambdas)).to(cfg.device)
-        model.init_gains(list(cfg.lambdas))
+    if objective is not None:
+        objective.prepare()
+    model = _build_model(cfg)
     if cfg.distill_hyper:
         if not cfg.init:
             raise ValueError("--distill-hyper needs --init WEIGHTS (the teacher)")
         model.update(force=True)  # the teacher's entropy-bottleneck medians
         student = distill_hyper_synthesis(model, cfg)
         return export(student, cfg, out / "weights.safetensors")
+    if objective is not None:
+        objective.setup(model, cfg.device)
     if cfg.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     main_params, opt, aux_opt = codec_optimizers(model, cfg.lr, cfg.aux_lr)
+    obj_params = list(objective.parameters()) if objective is not None else []
+    obj_opt = torch.optim.AdamW(obj_params, lr=objective.lr, weight_decay=objective.weight_decay) \
+        if objective is not None and obj_params else None
     ckpt_path = out / "checkpoint.pt"
     step = 0
     if ckpt_path.exists():  # resume: tensors only, loaded with weights_only=True (no pickle)
@@ -270,6 +291,12 @@ def train(cfg: TrainConfig) -> Path:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         aux_opt.load_state_dict(ckpt["aux_opt"])
+        if objective is not None:
+            if "objective" not in ckpt:
+                raise ValueError(f"{ckpt_path} was written without an objective; use another --output")
+            objective.load_state_dict(ckpt["objective"])
+            if obj_opt is not None:
+                obj_opt.load_state_dict(ckpt["objective_opt"])
         step = int(ckpt["step"])
         log.info("resumed from %s at step %d", ckpt_path, step)
 
@@ -277,32 +304,60 @@ def train(cfg: TrainConfig) -> Path:
     batches = crops.batches(cfg.batch_size, seed=cfg.seed + step)
     gen = torch.Generator().manual_seed(cfg.seed + step)
     model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc="train-codec", unit="step")
+    if objective is not None:
+        objective.train()
+    desc = "train-codec" if objective is None else f"train-codec ({objective.name})"
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, unit="step", disable=not cfg.progress)
     budget = Budget(cfg.steps, cfg.minutes, step)
+    history: list[dict[str, float]] = []
 
     while budget.progress(step) < 1.0:
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * budget.lr_scale(step)
+        scale = budget.lr_scale(step)
+        for o, lr in ((opt, cfg.lr), (obj_opt, objective.lr if objective is not None else 0.0)):
+            for g in (o.param_groups if o is not None else ()):
+                g["lr"] = lr * scale
         x = next(batches).to(cfg.device, non_blocking=True).float().div_(255.0)
         q = torch.rand(x.shape[0], generator=gen).to(cfg.device)
         loss, bpp, mse = rd_loss(model, x, q, cfg.lambdas, cfg.bf16)
+        terms = {"rd_photo": loss, "bpp_photo": bpp}
+        if objective is not None:
+            extra, more = objective.loss(model, gen, cfg.lambdas)
+            loss = loss + extra
+            terms.update(more)
         opt.zero_grad(set_to_none=True)
+        if obj_opt is not None:
+            obj_opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
+        if obj_opt is not None:
+            torch.nn.utils.clip_grad_norm_(obj_params, cfg.clip)
         opt.step()
+        if obj_opt is not None:
+            obj_opt.step()
         aux_step(model, aux_opt)
         step += 1
         bar.update(1)
-        if step % 20 == 0:
+        if step % cfg.log_every == 0:
             psnr = -10 * math.log10(max(mse.item(), 1e-10))
-            bar.set_postfix(loss=f"{loss.item():.3f}", bpp=f"{bpp.item():.3f}", psnr=f"{psnr:.2f}")
+            row = {"step": step, "seconds": round(time.time() - budget.t0, 1), "loss": loss.item(),
+                   "psnr_photo": psnr, **{k: float(v) for k, v in terms.items()}}
+            history.append(row)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("step", "seconds")})
         if step % cfg.save_every == 0 or budget.progress(step) >= 1.0:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                        "aux_opt": aux_opt.state_dict(), "step": torch.tensor(step)}, ckpt_path)
+            state = {"model": model.state_dict(), "opt": opt.state_dict(),
+                     "aux_opt": aux_opt.state_dict(), "step": torch.tensor(step)}
+            if objective is not None:
+                state["objective"] = objective.state_dict()
+                if obj_opt is not None:
+                    state["objective_opt"] = obj_opt.state_dict()
+            torch.save(state, ckpt_path)
             log.info("step %d loss %.4f bpp %.4f mse %.6f (%.0fs)", step, loss.item(),
                      bpp.item(), mse.item(), time.time() - budget.t0)
     bar.close()
-    return export(model, cfg, out / "weights.safetensors")
+    extra: dict = {"training": {"steps_run": step, "history": history[-20:]}}
+    if objective is not None:
+        extra.update(objective.metadata())
+    return export(model, cfg, out / "weights.safetensors", extra=extra)
 
 
 @torch.no_grad()
@@ -330,7 +385,7 @@ def export(model: GainedMeanScaleHyperprior, cfg: TrainConfig, path: Path,
     tables = exact_tables(model, training_photos(cfg.data, cfg.use_skimage))
     save_weights(model, path, {**(extra or {}),
                                "config": {k: v for k, v in asdict(cfg).items()
-                                          if k not in ("device", "threads", "extra")},
+                                          if k not in ("device", "threads", "extra", "progress", "log_every")},
                                "architecture": {"N": model.N, "M": model.M,
                                                 "num_levels": model.num_levels,
                                                 "hyper_kernel": model.hyper_kernel}},

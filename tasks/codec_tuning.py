@@ -31,24 +31,21 @@ kept on the training device.
 from __future__ import annotations
 
 import logging
-import math
 import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
-from mlcodec.data.photos import RandomCrops, training_photos
 from mlcodec.data.sources import Source
 from mlcodec.data.synthetic import CLASS_NAMES, SyntheticScenes
-from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
-from mlcodec.train import (Budget, TrainConfig, aux_step, codec_optimizers, export, init_from_weights,
-                           rd_terms)
+from mlcodec.objective import CodecObjective
+from mlcodec.train import TrainConfig, rd_terms, train
 from mlcodec.weights import read_metadata
 
 from .data import TaskSpec, semantic_map
@@ -87,38 +84,64 @@ class TuneConfig:
     progress: bool = True
 
 
+class TaskBatch(NamedTuple):
+    images: torch.Tensor  # (B, 3, S, S) float in 0..1
+    labels: torch.Tensor  # (B,) long, -1: none
+    semantic: torch.Tensor  # (B, S, S) long, 0 background, class + 1
+    boxes: torch.Tensor  # (B, K, 5) float: x0, y0, x1, y1 (pixels), class (-1: padding)
+
+    def box_targets(self) -> list[dict[str, torch.Tensor]]:
+        """The boxes as :func:`mlcodec.tasks.losses.detection_loss` takes them."""
+        out = []
+        for b in self.boxes:
+            keep = b[:, 4] >= 0
+            out.append({"boxes": b[keep, :4], "labels": b[keep, 4].long()})
+        return out
+
+
 @dataclass
 class TuningData:
     """Task data kept on the training device: images ``(N, 3, S, S)`` uint8, image labels ``(N,)``
-    (-1: none), semantic maps ``(N, S, S)`` uint8 (0 background, class + 1), class count."""
+    (-1: none), semantic maps ``(N, S, S)`` uint8 (0 background, class + 1), boxes ``(N, K, 5)``
+    (xyxy pixels and class; class -1 pads), class count."""
 
     images: torch.Tensor
     labels: torch.Tensor
     semantic: torch.Tensor
+    boxes: torch.Tensor
     num_classes: int
 
     @staticmethod
-    def stack(items: list[tuple[np.ndarray, int, np.ndarray]], num_classes: int) -> TuningData:
+    def stack(items: list[tuple[np.ndarray, int, np.ndarray, np.ndarray]], num_classes: int) -> TuningData:
         if not items:
             raise ValueError("no task data: the dataset is empty")
-        images = torch.from_numpy(np.stack([im for im, _, _ in items])).permute(0, 3, 1, 2)
-        return TuningData(images.contiguous(), torch.tensor([c for _, c, _ in items], dtype=torch.long),
-                          torch.from_numpy(np.stack([m for _, _, m in items]).astype(np.uint8)),
-                          num_classes)
+        images = torch.from_numpy(np.stack([it[0] for it in items])).permute(0, 3, 1, 2)
+        k = max(1, max(len(it[3]) for it in items))
+        boxes = torch.full((len(items), k, 5), -1.0)
+        for i, it in enumerate(items):
+            if len(it[3]):
+                boxes[i, : len(it[3])] = torch.from_numpy(np.asarray(it[3], np.float32))
+        return TuningData(images.contiguous(), torch.tensor([it[1] for it in items], dtype=torch.long),
+                          torch.from_numpy(np.stack([it[2] for it in items]).astype(np.uint8)),
+                          boxes, num_classes)
 
     def to(self, device: str) -> TuningData:
         return TuningData(self.images.to(device), self.labels.to(device), self.semantic.to(device),
-                          self.num_classes)
+                          self.boxes.to(device), self.num_classes)
 
-    def batch(self, n: int, gen: torch.Generator, device: str):
-        """``n`` random samples, flipped left-right at random: (images 0..1, labels, maps)."""
+    def batch(self, n: int, gen: torch.Generator, device: str) -> TaskBatch:
+        """``n`` random samples, flipped left-right at random (targets with them)."""
         idx = torch.randint(len(self.images), (n,), generator=gen).to(self.images.device)
         x = self.images[idx].to(device, non_blocking=True).float().div_(255.0)
         c, m = self.labels[idx].to(device), self.semantic[idx].to(device).long()
+        b = self.boxes[idx].to(device)
         flip = (torch.rand(n, generator=gen) < 0.5).to(device)
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         m = torch.where(flip[:, None, None], m.flip(-1), m)
-        return x, c, m
+        w = float(x.shape[-1])
+        mirrored = torch.stack([w - b[..., 2], b[..., 1], w - b[..., 0], b[..., 3], b[..., 4]], -1)
+        b = torch.where(flip[:, None, None] & (b[..., 4:] >= 0), mirrored, b)
+        return TaskBatch(x, c, m, b)
 
 
 def _map_in_pool(fn, items, init, initargs: tuple, workers: int, chunksize: int) -> list:
@@ -138,10 +161,11 @@ def _init_worker(count: int, size: int, seed: int) -> None:
     _WORKER_SCENES = SyntheticScenes(count, size, seed)
 
 
-def _scene(i: int) -> tuple[np.ndarray, int, np.ndarray]:
+def _scene(i: int) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
     assert _WORKER_SCENES is not None
     s = _WORKER_SCENES[i]
-    return np.asarray(s.image, np.uint8), s.label, s.semantic
+    boxes = np.concatenate([s.boxes, s.labels[:, None].astype(np.float32)], 1)
+    return np.asarray(s.image, np.uint8), s.label, s.semantic, boxes
 
 
 def scene_pool(count: int, size: int, seed: int, workers: int = 0) -> TuningData:
@@ -158,7 +182,7 @@ def _init_source(source: Source, size: int, tasks: tuple[str, ...], spec: TaskSp
     _WORKER_SOURCE = (source, size, tasks, spec)
 
 
-def _sample(i: int) -> tuple[np.ndarray, int, np.ndarray]:
+def _sample(i: int) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
     assert _WORKER_SOURCE is not None
     source, size, tasks, spec = _WORKER_SOURCE
     s = source[i]
@@ -178,7 +202,16 @@ def _sample(i: int) -> tuple[np.ndarray, int, np.ndarray]:
                              "(a COCO source); drop seg from tasks")
         full = semantic_map(s.target, spec, im.height, im.width).astype(np.uint8)
         semantic = np.asarray(Image.fromarray(full).resize((size, size), Image.NEAREST))
-    return np.asarray(im.resize((size, size), Image.BILINEAR), np.uint8), label, semantic
+    boxes = np.zeros((0, 5), np.float32)
+    if "det" in tasks:
+        if "boxes" not in s.target:
+            raise ValueError(f"{where} has no 'boxes': tuning with det needs boxes (a COCO source); "
+                             "drop det from tasks")
+        xyxy = np.asarray(s.target["boxes"], np.float32).reshape(-1, 4)
+        xyxy *= np.array([size / im.width, size / im.height] * 2, np.float32)
+        cls = [spec.class_index(c) for c in s.target.get("labels", [])]
+        boxes = np.concatenate([xyxy, np.asarray(cls, np.float32).reshape(-1, 1)], 1)
+    return np.asarray(im.resize((size, size), Image.BILINEAR), np.uint8), label, semantic, boxes
 
 
 def source_pool(source: Source, size: int, tasks: tuple[str, ...], limit: int = 0,
@@ -222,102 +255,67 @@ def task_losses(heads: torch.nn.ModuleDict, latent: torch.Tensor, labels: torch.
     return out
 
 
+class TaskObjective(CodecObjective):
+    """``tune-codec``'s objective for the core training loop: per step, a batch of task images
+    coded at random qualities, their rate-distortion loss, and ``task_weight`` times the summed
+    losses of latent heads (learned stems) trained alongside the codec."""
+
+    name = "tasks"
+
+    def __init__(self, cfg: TuneConfig, source: Source | None = None) -> None:
+        super().__init__()
+        self.cfg, self.source = cfg, source
+        self.lr, self.weight_decay = cfg.head_lr, 1e-4
+        self.data: TuningData | None = None
+        self.heads = torch.nn.ModuleDict()
+
+    def prepare(self) -> None:
+        cfg, t0 = self.cfg, time.time()
+        self.data = scene_pool(cfg.scenes, cfg.scene_size, cfg.scene_seed, cfg.workers) \
+            if self.source is None else source_pool(self.source, cfg.scene_size, cfg.tasks, cfg.scenes,
+                                                    cfg.workers)
+        log.info("%d task images ready in %.0fs", len(self.data.images), time.time() - t0)
+
+    def setup(self, model: torch.nn.Module, device: str) -> None:
+        assert self.data is not None, "prepare() first"
+        self.device = device
+        self.heads = build_heads(self.cfg.tasks, model.M, self.data.num_classes).to(device)
+        if device.startswith("cuda"):
+            self.data = self.data.to(device)
+
+    def loss(self, model, gen, lambdas):
+        assert self.data is not None
+        b = self.data.batch(self.cfg.scene_batch, gen, self.device)
+        qs = torch.rand(b.images.shape[0], generator=gen).to(self.device)
+        fwd = model(b.images, qs)
+        rd_scene, _, _ = rd_terms(fwd, b.images, qs, lambdas)
+        losses = task_losses(self.heads, fwd.latent, b.labels, b.semantic)
+        return rd_scene + self.cfg.task_weight * sum(losses.values()), {"rd_scene": rd_scene, **losses}
+
+    def metadata(self) -> dict:
+        tuning = {k: v for k, v in asdict(self.cfg).items() if k not in ("progress",)}
+        tuning["task_data"] = "synthetic" if self.source is None else self.source.describe()
+        return {"objective": self.name, "task_tuning": tuning,
+                "base_recipe": read_metadata(self.cfg.init).get("config", {})}
+
+
 def tune_codec(cfg: TuneConfig, source: Source | None = None) -> Path:
     """Fine-tune ``cfg.init`` with task losses on ``source`` (default: synthetic scenes); returns
-    the exported weights' path.
+    the exported weights' path. The core training loop (:func:`mlcodec.train.train`) with a
+    :class:`TaskObjective`.
 
     Resumable: a checkpoint (codec, heads, optimisers, step) is written every ``save_every``
     steps, and a rerun with the same ``out`` continues from it.
     """
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     meta = read_metadata(cfg.init)
-    t0 = time.time()  # task data first: the pool forks, before any CUDA context exists
-    data = scene_pool(cfg.scenes, cfg.scene_size, cfg.scene_seed, cfg.workers) if source is None \
-        else source_pool(source, cfg.scene_size, cfg.tasks, cfg.scenes, cfg.workers)
-    log.info("%d task images ready in %.0fs", len(data.images), time.time() - t0)
     arch = meta.get("architecture", {})
     lambdas = tuple(meta.get("config", {}).get("lambdas", ()))
     if not lambdas:
         raise ValueError(f"{cfg.init} names no lambdas in its metadata; give weights exported by "
                          "mlcodec train-codec")
-    model = GainedMeanScaleHyperprior(arch.get("N", 96), arch.get("M", 96), len(lambdas),
-                                      arch.get("hyper_kernel", 3))
-    init_from_weights(model, cfg.init, lambdas)
-    model.to(cfg.device)
-    heads = build_heads(cfg.tasks, model.M, data.num_classes).to(cfg.device)
-    if cfg.device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    main_params, opt, aux_opt = codec_optimizers(model, cfg.lr, cfg.aux_lr)
-    head_opt = torch.optim.AdamW(heads.parameters(), lr=cfg.head_lr, weight_decay=1e-4)
-    ckpt_path = out / "checkpoint.pt"
-    step = 0
-    if ckpt_path.exists():  # tensors only, weights_only=True (no pickle)
-        ckpt = torch.load(ckpt_path, map_location=cfg.device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        heads.load_state_dict(ckpt["heads"])
-        for o, k in ((opt, "opt"), (head_opt, "head_opt"), (aux_opt, "aux_opt")):
-            o.load_state_dict(ckpt[k])
-        step = int(ckpt["step"])
-        log.info("resumed from %s at step %d", ckpt_path, step)
-    if cfg.device.startswith("cuda"):
-        data = data.to(cfg.device)
-
-    photos = RandomCrops(training_photos(cfg.data, cfg.use_skimage), patch=cfg.patch)
-    batches = photos.batches(cfg.batch_size, seed=cfg.seed + step)
-    gen = torch.Generator().manual_seed(cfg.seed + step)
-    model.train()
-    heads.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc="tune-codec", unit="step", disable=not cfg.progress)
-    budget = Budget(cfg.steps, cfg.minutes, step)
-
-    history: list[dict[str, float]] = []
-    while budget.progress(step) < 1.0:
-        scale = budget.lr_scale(step)
-        for o, lr in ((opt, cfg.lr), (head_opt, cfg.head_lr)):
-            for g in o.param_groups:
-                g["lr"] = lr * scale
-        xp = next(batches).to(cfg.device, non_blocking=True).float().div_(255.0)
-        qp = torch.rand(xp.shape[0], generator=gen).to(cfg.device)
-        rd_photo, bpp, mse = rd_terms(model(xp, qp), xp, qp, lambdas)
-        xs, cs, ms = data.batch(cfg.scene_batch, gen, cfg.device)
-        qs = torch.rand(xs.shape[0], generator=gen).to(cfg.device)
-        fwd = model(xs, qs)
-        rd_scene, _, _ = rd_terms(fwd, xs, qs, lambdas)
-        losses = task_losses(heads, fwd.latent, cs, ms)
-        loss = rd_photo + rd_scene + cfg.task_weight * sum(losses.values())
-        opt.zero_grad(set_to_none=True)
-        head_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(main_params, cfg.clip)
-        torch.nn.utils.clip_grad_norm_(heads.parameters(), cfg.clip)
-        opt.step()
-        head_opt.step()
-        aux_step(model, aux_opt)
-        step += 1
-        bar.update(1)
-        if step % 50 == 0:
-            row = {"step": step, "seconds": round(time.time() - budget.t0, 1), "rd_photo": rd_photo.item(),
-                   "bpp_photo": bpp.item(), "psnr_photo": -10 * math.log10(max(mse.item(), 1e-10)),
-                   "rd_scene": rd_scene.item(), **{k: v.item() for k, v in losses.items()}}
-            history.append(row)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("step", "seconds")})
-        if step % cfg.save_every == 0 or budget.progress(step) >= 1.0:
-            log.info("step %d: %s", step, history[-1] if history else "")
-            torch.save({"model": model.state_dict(), "heads": heads.state_dict(),
-                        "opt": opt.state_dict(), "head_opt": head_opt.state_dict(),
-                        "aux_opt": aux_opt.state_dict(), "step": torch.tensor(step)}, ckpt_path)
-    bar.close()
-    if history:
-        log.info("last: %s", history[-1])
-    base = TrainConfig(out=cfg.out, data=cfg.data, use_skimage=cfg.use_skimage, N=model.N, M=model.M,
-                       lambdas=lambdas, steps=step, batch_size=cfg.batch_size, patch=cfg.patch,
-                       lr=cfg.lr, seed=cfg.seed, init=str(cfg.init))
-    tuning = {k: v for k, v in asdict(cfg).items() if k != "device"}
-    return export(model, base, out / "weights.safetensors",
-                  extra={"task_tuning": {**tuning, "steps_run": step, "device": cfg.device,
-                                         "task_data": "synthetic" if source is None else source.describe(),
-                                         "history": history[-20:]},
-                         "base_recipe": meta.get("config", {})})
+    base = TrainConfig(out=cfg.out, data=cfg.data, use_skimage=cfg.use_skimage, N=arch.get("N", 96),
+                       M=arch.get("M", 96), lambdas=lambdas, steps=cfg.steps, batch_size=cfg.batch_size,
+                       patch=cfg.patch, lr=cfg.lr, aux_lr=cfg.aux_lr, clip=cfg.clip, seed=cfg.seed,
+                       save_every=cfg.save_every, device=cfg.device, init=str(cfg.init),
+                       minutes=cfg.minutes, progress=cfg.progress)
+    return train(base, TaskObjective(cfg, source))

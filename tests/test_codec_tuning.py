@@ -75,7 +75,7 @@ def test_tune_codec_resumes_and_exports_loadable_weights(tmp_path):
     path = tune_codec(TuneConfig(**{**cfg.__dict__, "steps": 3}))  # resumes at step 2
     assert int(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"]) == 3
     meta = read_metadata(path)
-    assert meta["task_tuning"]["steps_run"] == 3 and meta["task_tuning"]["tasks"] == ["cls", "seg"]
+    assert meta["training"]["steps_run"] == 3 and meta["task_tuning"]["tasks"] == ["cls", "seg"]
     assert meta["config"]["lambdas"] == list(TrainConfig().lambdas)
     model = GainedMeanScaleHyperprior(**meta["architecture"])
     load_weights(model, path)
