@@ -57,8 +57,8 @@ class Subset(Source):
     def __getitem__(self, i: int):
         return self.source[self.indexes[i]]
 
-    def describe(self):
-        return {**super().describe(), "category_ids": self.category_ids}
+    def describe(self):  # the whole source's description (category ids, label names) under its own name
+        return {**self.source.describe(), **super().describe()}
 
 
 def main() -> None:

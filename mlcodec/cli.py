@@ -7,6 +7,7 @@ latent bitstreams, decode them for people, check them, and train and evaluate ta
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -302,11 +303,27 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
     from mlcodec.train import TrainConfig, train
 
     cfg = TrainConfig(out=args.output, data=tuple(args.data), use_skimage=not args.no_skimage,
-                      steps=args.steps, batch_size=args.batch_size, patch=args.patch, lr=args.lr,
+                      steps=args.steps, batch_size=args.batch_size, patch=args.patch,
+                      lr=args.lr or (2e-4 if args.objective == "rd" else 1e-4),
                       bf16=args.bf16, seed=args.seed, threads=args.threads, device=args.device,
                       init=args.init or "", minutes=args.minutes, distill_hyper=args.distill_hyper,
                       **({"lambdas": tuple(args.lambdas)} if args.lambdas else {}))
-    path = train(cfg)
+    objective = None
+    if args.objective != "rd":
+        from mlcodec.objective import objective_plugins
+
+        objective = objective_plugins()[args.objective].load().from_args(args)
+        if not args.init:  # an objective fine-tunes: start from the packaged weights
+            from mlcodec.registry import pretrained_path
+
+            cfg = dataclasses.replace(cfg, init=str(pretrained_path(codec_config(DEFAULT_CODEC))))
+    if cfg.init and not args.lambdas:  # keep the levels the weights were trained with
+        from mlcodec.weights import read_metadata
+
+        lambdas = read_metadata(cfg.init).get("config", {}).get("lambdas")
+        if lambdas:
+            cfg = dataclasses.replace(cfg, lambdas=tuple(lambdas))
+    path = train(cfg, objective)
     print(f"weights written to {path}\nuse them as --codec mlcodec-hyperprior:{path}")
     return 0
 
@@ -419,18 +436,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=34000, help="training steps")
     t.add_argument("--batch-size", type=int, default=8, help="crops per step")
     t.add_argument("--patch", type=int, default=128, help="crop side in pixels")
-    t.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (Adam)")
+    t.add_argument("--lr", type=float, help="peak learning rate (Adam; default 2e-4, 1e-4 with an "
+                   "--objective other than rd, which fine-tunes)")
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the transforms")
     t.add_argument("--seed", type=int, default=0, help="random seed")
     t.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     t.add_argument("--init", help="fine-tune from these safetensors weights")
     t.add_argument("--lambdas", type=float, nargs="+",
-                   help="rate-distortion weights of the quality levels, low to high")
+                   help="rate-distortion weights of the quality levels, low to high (default: "
+                        "those of --init's weights, else the built-in ones)")
     t.add_argument("--minutes", type=float, default=0.0, help="stop after this much training time")
     t.add_argument("--distill-hyper", action="store_true",
                    help="with --init: distill the hyper-synthesis into a 1x1 last layer (faster "
                         "latent decoding); --steps/--lr/--batch-size then apply to the distillation")
+    from mlcodec.objective import objective_plugins
+
+    plugins = objective_plugins()
+    t.add_argument("--objective", choices=["rd", *plugins], default="rd",
+                   help="rd: rate + lambda * MSE on photos; others add terms of their own and "
+                        "fine-tune (from --init, default the packaged weights)")
+    for name, ep in plugins.items():
+        plugin = ep.load()
+        plugin.add_arguments(t.add_argument_group(f"--objective {name}", plugin.help))
     t.set_defaults(func=cmd_train_codec)
 
     v = sub.add_parser("verify", help="decode every sample as a data loader would (one thread) "

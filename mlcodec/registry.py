@@ -65,12 +65,18 @@ _CODECS: dict[str, CodecConfig] = {
         CodecConfig("mlcodec-hyperprior", 1, "learned",
                     "Mean-scale hyperprior with gain units; one model for quality 0..1 (default)",
                     _build_gained, weights="mlcodec-hyperprior.safetensors"),
+        CodecConfig("mlcodec-unified", 3, "learned",
+                    "mlcodec-hyperprior's architecture fine-tuned for people and machines (MTCE + "
+                    "DIKL, mlcodec.tasks.unified); its own weights and codec id",
+                    _build_gained, weights="mlcodec-unified.safetensors"),
         CodecConfig("bmshj2018-hyperprior", 2, "learned",
                     "CompressAI's scale hyperprior (Balle 2018), 8 models; weights download once",
                     _build_bmshj),
         CodecConfig("jpeg", 101, "pixel", "Pillow JPEG, 4:2:0", _build_pillow, file_extension=".jpg"),
         CodecConfig("webp", 102, "pixel", "Pillow WebP (method 6)", _build_pillow, file_extension=".webp"),
         CodecConfig("avif", 103, "pixel", "Pillow AVIF, 4:2:0", _build_pillow, file_extension=".avif"),
+        CodecConfig("png", 104, "pixel", "Pillow PNG, lossless (quality ignored): reference shards",
+                    _build_pillow, file_extension=".png"),
     )
 }
 DEFAULT_CODEC = "mlcodec-hyperprior"

@@ -340,7 +340,7 @@ def train(cfg: TrainConfig, objective: CodecObjective | None = None) -> Path:
         if step % cfg.log_every == 0:
             psnr = -10 * math.log10(max(mse.item(), 1e-10))
             row = {"step": step, "seconds": round(time.time() - budget.t0, 1), "loss": loss.item(),
-                   "psnr_photo": psnr, **{k: float(v) for k, v in terms.items()}}
+                   "psnr_photo": psnr, **{k: float(v.detach()) for k, v in terms.items()}}
             history.append(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("step", "seconds")})
         if step % cfg.save_every == 0 or budget.progress(step) >= 1.0:

@@ -19,7 +19,7 @@ from torch import nn
 
 from .data import TaskSpec
 from .heads import (LatentClassifier, LatentDetector, LatentSegmenter, PixelClassifier,
-                    PixelSegmenter)
+                    PixelDetector, PixelSegmenter)
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ _HEADS: dict[str, HeadConfig] = {c.name: c for c in (
     HeadConfig("pixel-seg", "seg", "pixel", "timm ResNet-10t + the same FPN decoder on RGB",
                lambda spec, cin, syn: PixelSegmenter(spec.num_outputs)),
     HeadConfig("pixel-det", "det", "pixel", "ultralytics YOLOv8n from its yaml (no downloads)", None),
+    HeadConfig("pixel-fcos", "det", "pixel", "timm ResNet-10t + FPN on RGB, FCOS-style at stride 8",
+               lambda spec, cin, syn: PixelDetector(spec.num_outputs)),
 )}
 
 

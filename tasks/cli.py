@@ -30,7 +30,7 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     r = train_head(args.task, args.shards, args.val, args.output, head=args.head, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                    workers=args.workers, seed=args.seed,
-                   stem=args.stem, progress=not args.quiet)
+                   stem=args.stem, progress=not args.quiet, label_key=args.label)
     last = r.history[-1]
     print(f"{r.head}: {len(r.history)} epochs, {last.elapsed_seconds:.0f}s training, "
           f"best {r.best(args.task):.4f}, checkpoint {r.checkpoint}")
@@ -40,19 +40,21 @@ def cmd_train_head(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from mlcodec.integrations.cli import _source
 
-    from .data import TaskSpec, check_task
+    from .data import TaskSpec, make_spec
     from .evaluate import evaluate_codecs, write_report
 
     source = _source(args)
+    spec = make_spec(source.class_names, getattr(source, "label_names", {}), args.task, args.label)
+    if args.label == "label":  # before --limit: the category ids are the full source's
+        spec = TaskSpec(spec.task, spec.class_names, tuple(getattr(source, "category_ids", ())))
     if args.limit:
         from mlcodec.data.sources import IterableSource
 
         source = IterableSource([(source[i].image, source[i].target) for i in range(args.limit)],
                                 name=source.name, class_names=source.class_names)
-    cat_ids = getattr(source, "category_ids", ())
-    spec = TaskSpec(check_task(args.task), tuple(source.class_names), tuple(cat_ids))
+    heads = [tuple(h.split("=", 1)) if "=" in h else h for h in args.head or []]
     result = evaluate_codecs(args.task, source, spec, args.codecs.split(","), _floats(args.qualities),
-                             latent_head=args.head, pixel_reference=args.reference,
+                             latent_head=heads or None, pixel_reference=args.reference,
                              batch_size=args.batch_size, progress=not args.quiet)
     paths = write_report(result, args.output)
     metric = result["metric"]
@@ -114,6 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default by task: {wd_by_task})")
     t.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     t.add_argument("--seed", type=int, default=0, help="random seed")
+    t.add_argument("--label", default="label", help="cls only: the image-level label to predict "
+                   "(e.g. colour, which the synthetic COCO export also writes)")
     t.add_argument("--stem", choices=STEMS, default="synthesis",
                    help="latent heads: start from the codec's frozen first synthesis stage "
                         "or a learned upsampling")
@@ -151,7 +155,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("src", nargs="?", help="validation images in ImageFolder layout (cls)")
     e.add_argument("--coco", help="validation COCO instances JSON")
     e.add_argument("--images", help="image folder for --coco")
-    e.add_argument("--head", help="latent head checkpoint (.safetensors)")
+    e.add_argument("--label", default="label", help="cls only: the image-level label to predict")
+    e.add_argument("--head", nargs="+", metavar="[CODEC=]PATH",
+                   help="latent head checkpoints (.safetensors), one per learned codec: CODEC=PATH, "
+                        "or PATH for the codec the head was trained on")
     e.add_argument("--reference", help="pixel reference checkpoint (.safetensors)")
     e.add_argument("--codecs", default="mlcodec-hyperprior,jpeg,webp,avif",
                    help=f"comma-separated, from {','.join(mlcodec.list_codecs())}")

@@ -39,6 +39,9 @@ class TaskSpec:
     task: str
     class_names: tuple[str, ...]
     category_ids: tuple[int, ...] = ()
+    #: classification: the image-level field holding the class (``label``; e.g. ``colour`` for
+    #: the synthetic benchmark's unseen task)
+    label_key: str = "label"
 
     @property
     def num_outputs(self) -> int:
@@ -49,7 +52,12 @@ class TaskSpec:
 
     def to_json(self) -> dict[str, Any]:
         return {"task": self.task, "class_names": list(self.class_names),
-                "category_ids": list(self.category_ids)}
+                "category_ids": list(self.category_ids), "label_key": self.label_key}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> TaskSpec:
+        return TaskSpec(d["task"], tuple(d["class_names"]), tuple(d.get("category_ids", ())),
+                        d.get("label_key", "label"))
 
 
 def check_task(task: str) -> str:
@@ -65,11 +73,29 @@ def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def spec_from_manifest(manifest: dict[str, Any], task: str) -> TaskSpec:
-    names = manifest.get("class_names") or []
-    if not names:
-        raise ValueError(f"the shards' manifest lists no class names; task {task!r} needs them")
-    return TaskSpec(check_task(task), tuple(names), tuple(manifest.get("source", {}).get("category_ids", ())))
+def make_spec(source_names: Sequence[str], label_names: dict[str, Sequence[str]], task: str,
+                label_key: str = "label") -> TaskSpec:
+    """The spec of ``task`` over a source with class names ``source_names`` and further image-level
+    labels ``label_names`` (key -> names); ``label_key`` picks the classification label."""
+    check_task(task)
+    if label_key != "label":
+        if task != "cls":
+            raise ValueError(f"--label {label_key} applies to classification, not {task}")
+        if label_key not in label_names:
+            raise ValueError(f"the data has no image-level label {label_key!r} "
+                             f"(it has: label{''.join(', ' + k for k in label_names)})")
+        return TaskSpec(task, tuple(label_names[label_key]), (), label_key)
+    if not source_names:
+        raise ValueError(f"the data lists no class names; task {task!r} needs them")
+    return TaskSpec(task, tuple(source_names), ())
+
+
+def spec_from_manifest(manifest: dict[str, Any], task: str, label_key: str = "label") -> TaskSpec:
+    src = manifest.get("source", {})
+    spec = make_spec(manifest.get("class_names") or [], src.get("label_names", {}), task, label_key)
+    if label_key != "label":
+        return spec
+    return TaskSpec(spec.task, spec.class_names, tuple(src.get("category_ids", ())))
 
 
 def shard_urls(dirs: Sequence[str | Path]) -> list[str]:
@@ -104,9 +130,9 @@ def task_targets(targets: Sequence[dict[str, Any]], spec: TaskSpec, sizes: Tenso
     """
     if spec.task == "cls":
         try:
-            return torch.tensor([int(t["label"]) for t in targets])
+            return torch.tensor([int(t[spec.label_key]) for t in targets])
         except KeyError as e:
-            raise ValueError("classification needs a 'label' in every sample's target") from e
+            raise ValueError(f"classification needs a {spec.label_key!r} in every sample's target") from e
     if spec.task == "det":
         return [{"boxes": torch.tensor(t.get("boxes", []), dtype=torch.float32).reshape(-1, 4),
                  "labels": torch.tensor([spec.class_index(c) for c in t.get("labels", [])],

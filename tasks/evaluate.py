@@ -17,7 +17,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -60,6 +60,35 @@ class PixelModel:
         return predict(self.model, task, pad_stack([image_to_tensor(im) for im in images]), sizes)
 
 
+HeadArg = Union[str, Path, tuple[str, Union[str, Path]]]
+
+
+def load_latent_heads(latent_head: HeadArg | Sequence[HeadArg] | None, task: str,
+                      label_key: str = "label") -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Latent heads by the codec they read: ``PATH`` (the codec its checkpoint names) or
+    ``(CODEC, PATH)``, alone or in a list. Codec names are canonical (``NAME:/absolute/path``)."""
+    from mlcodec.registry import codec_config
+
+    if latent_head is None:
+        return {}
+    items = [latent_head] if isinstance(latent_head, (str, Path, tuple)) else list(latent_head)
+    out: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for item in items:
+        codec, path = item if isinstance(item, tuple) else (None, item)
+        head, spec, meta = load_head(path)
+        if spec.task != task or spec.label_key != label_key:
+            raise ValueError(f"{path} is a {spec.task} head on {spec.label_key!r}, not {task} on "
+                             f"{label_key!r}")
+        codec = codec or meta.get("codec")
+        if not codec:
+            raise ValueError(f"{path} names no codec; give it as CODEC={path}")
+        name = codec_config(codec).name
+        if name in out:
+            raise ValueError(f"two latent heads for {name}: give one per codec")
+        out[name] = (head, meta)
+    return out
+
+
 def _batches(n: int, size: int) -> list[range]:
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
@@ -70,19 +99,20 @@ def evaluate_codecs(
     spec: TaskSpec,
     codecs: Sequence[str],
     qualities: Sequence[float],
-    latent_head: str | Path | None = None,
+    latent_head: HeadArg | Sequence[HeadArg] | None = None,
     pixel_reference: str | Path | None = None,
     batch_size: int = 32,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Rows ``{codec, quality, bpp, domain, model, <metrics>}`` plus BD-rates and the ceiling."""
+    """Rows ``{codec, quality, bpp, domain, model, <metrics>}`` plus BD-rates and the ceiling.
+
+    ``latent_head``: one head or several, each applied to the learned codec it was trained on
+    (see :func:`load_latent_heads`), so several learned codecs compare in one run."""
     if latent_head is None and pixel_reference is None:
         raise ValueError("give a latent head, a pixel reference, or both")
-    head = head_meta = None
-    if latent_head is not None:
-        head, head_spec, head_meta = load_head(latent_head)
-        if head_spec.task != task:
-            raise ValueError(f"{latent_head} is a {head_spec.task} head, not {task}")
+    from mlcodec.registry import codec_config
+
+    heads = load_latent_heads(latent_head, task, spec.label_key)
     ref = PixelModel(pixel_reference) if pixel_reference is not None else None
     samples = [source[i] for i in range(len(source))]
     images = [s.image if isinstance(s.image, Image.Image) else Image.fromarray(np.asarray(s.image))
@@ -118,11 +148,12 @@ def evaluate_codecs(
             continue
         rate = float(np.mean([bpp(len(d), im) for d, im in zip(datas, images)]))
         latents: list[torch.Tensor] | None = None
-        if head is not None and head_meta is not None and name == head_meta.get("codec"):
+        head, head_meta = heads.get(codec_config(name).name, (None, None))
+        if head is not None and head_meta is not None:
             fp = codec.fingerprint(q).hex()  # type: ignore[attr-defined]
             accepted = {f.hex() for f in codec.fingerprints(q)}  # type: ignore[attr-defined]
             if head_meta.get("fingerprint") not in (None, *accepted):
-                raise ValueError(f"{latent_head} was trained on {name} latents of weights "
+                raise ValueError(f"the {name} head was trained on latents of weights "
                                  f"{head_meta['fingerprint']}, but {name} now has weights {fp}; "
                                  f"retrain the head on shards written with these weights")
             latents = [y for r in batches for y in codec.decode_latents([datas[i] for i in r])]

@@ -270,13 +270,27 @@ class PixelSegmenter(_DenseBase):
         return upsample_bilinear(self.logits(x), self.out_stride)
 
 
-class LatentDetector(_DenseBase):
-    """Anchor-free (FCOS-style) detection from the latent at image stride ``out_stride``.
+def _add_fcos_outputs(net: nn.Module, width: int, num_classes: int) -> None:
+    """FCOS-style outputs per cell (a tower, class logits, box distances ``(l, t, r, b)`` in pixels
+    and a centerness logit) as attributes of ``net``; :func:`_fcos_outputs` runs them and
+    :func:`mlcodec.tasks.losses.detection_loss` / :func:`~mlcodec.tasks.losses.decode_boxes` turn
+    them into a loss and boxes."""
+    net.tower = nn.Sequential(_conv_bn(width, width), _conv_bn(width, width))
+    net.cls = nn.Conv2d(width, num_classes, 3, 1, 1)
+    net.box = nn.Conv2d(width, 4, 3, 1, 1)
+    net.ctr = nn.Conv2d(width, 1, 3, 1, 1)
+    nn.init.constant_(net.cls.bias, -4.6)  # prior 1% foreground (focal-loss init)
+    net.num_classes = num_classes
 
-    Outputs per cell: class logits, box distances ``(l, t, r, b)`` in pixels and a centerness
-    logit; :func:`mlcodec.tasks.losses.detection_loss` and :func:`~mlcodec.tasks.losses.decode_boxes`
-    turn them into a loss and boxes.
-    """
+
+def _fcos_outputs(net: nn.Module, f: Tensor) -> dict[str, Tensor]:
+    f = net.tower(f)
+    return {"cls": net.cls(f), "box": F.softplus(net.box(f)) * net.out_stride,
+            "ctr": net.ctr(f), "stride": torch.tensor(net.out_stride)}
+
+
+class LatentDetector(_DenseBase):
+    """Anchor-free (FCOS-style) detection from the latent at image stride ``out_stride``."""
 
     input = "latent"
 
@@ -284,14 +298,30 @@ class LatentDetector(_DenseBase):
                  out_stride: int = 8, synthesis: nn.Sequential | None = None):
         s = TRUNK_STRIDE
         super().__init__(latent_trunk(in_channels, arch, synthesis), [s, 2 * s, 4 * s], width, out_stride)
-        self.tower = nn.Sequential(_conv_bn(width, width), _conv_bn(width, width))
-        self.cls = nn.Conv2d(width, num_classes, 3, 1, 1)
-        self.box = nn.Conv2d(width, 4, 3, 1, 1)
-        self.ctr = nn.Conv2d(width, 1, 3, 1, 1)
-        nn.init.constant_(self.cls.bias, -4.6)  # prior 1% foreground (focal-loss init)
-        self.num_classes = num_classes
+        _add_fcos_outputs(self, width, num_classes)
 
     def forward(self, y: Tensor) -> dict[str, Tensor]:
-        f = self.tower(self.features(y))
-        return {"cls": self.cls(f), "box": F.softplus(self.box(f)) * self.out_stride,
-                "ctr": self.ctr(f), "stride": torch.tensor(self.out_stride)}
+        return _fcos_outputs(self, self.features(y))
+
+
+class PixelDetector(_DenseBase):
+    """The latent detector's design on RGB (``pixel-fcos``): timm ResNet-10t (stock stem),
+    ``layer1``-``layer3`` at strides 4/8/16, the same FPN and FCOS outputs at stride 8. A pixel
+    detector of this package's own, trainable by ``train-head`` and usable as a frozen expert in
+    codec training (YOLO, ``pixel-det``, trains only through ultralytics)."""
+
+    input = "pixel"
+
+    def __init__(self, num_classes: int, arch: str = "resnet10t", width: int = 96, out_stride: int = 8):
+        trunk = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="")
+        super().__init__(trunk, [4, 8, 16], width, out_stride)
+        _add_fcos_outputs(self, width, num_classes)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return _fcos_outputs(self, self.features(x))
+
+
+def pixel_features(model: nn.Module, x: Tensor) -> Tensor:
+    """A pixel reference's ``layer3`` features (image stride 16, the codec latent's grid): what
+    codec training aligns the latent with (MTCE)."""
+    return _stages(model.trunk, x, 3)[2]

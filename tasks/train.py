@@ -23,6 +23,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from mlcodec.registry import list_codecs
+
 from . import create_head, head_config
 from .data import TaskSpec, check_task, make_loader, read_manifest, spec_from_manifest, task_targets
 from .heads import LATENT_STRIDE, STEMS, synthesis_channels, synthesis_layers, synthesis_stage
@@ -153,7 +155,7 @@ def load_head(path: str | Path) -> tuple[nn.Module, TaskSpec, dict[str, Any]]:
     if "head" not in meta:
         raise ValueError(f"{path} is not an mlcodec head checkpoint (no 'head' metadata)")
     s = meta["spec"]
-    spec = TaskSpec(s["task"], tuple(s["class_names"]), tuple(s["category_ids"]))
+    spec = TaskSpec.from_json(s)
     cin, syn = int(meta["in_channels"]), int(meta.get("synthesis_channels", 0))
     model = create_head(meta["head"], spec, cin, synthesis_layers(cin, syn) if syn else None)
     try:
@@ -197,6 +199,7 @@ def train_head(
     augment: bool = True,
     stem: str = "synthesis",
     progress: bool = True,
+    label_key: str = "label",
 ) -> TrainResult:
     """Train ``head`` (default ``latent-<task>``, or ``pixel-<task>`` on image shards) and save
     ``out/<head>.safetensors`` (the best epoch) and ``out/<head>.history.json``.
@@ -206,7 +209,8 @@ def train_head(
     AdamW's (default: :data:`DEFAULT_WEIGHT_DECAY` for the task). ``stem`` (latent
     heads): ``"synthesis"`` starts the head with the shards' codec's own first synthesis stage,
     frozen (see :class:`~mlcodec.tasks.heads.SynthesisStem`); ``"learned"`` with a learned
-    upsampling, for codecs without one."""
+    upsampling, for codecs without one. ``label_key`` (classification): the image-level label to
+    predict (``label``, or one the source names in ``label_names``, e.g. ``colour``)."""
     if stem not in STEMS:
         raise ValueError(f"stem must be one of {', '.join(STEMS)}, not {stem!r}")
     lr = DEFAULT_LR[check_task(task)] if lr is None else lr
@@ -218,8 +222,8 @@ def train_head(
             raise ValueError(f"{d} holds {other['codec']} data ({other.get('fingerprint')}), but "
                              f"{train_dirs[0]} holds {manifest['codec']} ({manifest.get('fingerprint')}); "
                              "a head trains and validates on one codec and one set of weights")
-    spec = spec_from_manifest(manifest, task)
-    input = "pixel" if manifest["codec"] in ("jpeg", "webp", "avif") else "latent"
+    spec = spec_from_manifest(manifest, task, label_key)
+    input = "pixel" if manifest["codec"] in list_codecs(kind="pixel") else "latent"
     name = head or f"{input}-{task}"
     cfg = head_config(name)
     if cfg.input != input:

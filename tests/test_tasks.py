@@ -11,7 +11,7 @@ import mlcodec
 from mlcodec.data.sources import CocoSource
 from mlcodec.data.synthetic import export_all
 from mlcodec.integrations.webdataset import write_image_shards, write_shards
-from mlcodec.tasks import create_head, list_heads
+from mlcodec.tasks import create_head, head_config, list_heads
 from mlcodec.tasks.data import TaskSpec, make_loader, task_targets
 from mlcodec.tasks.evaluate import bd_rates, evaluate_codecs, write_report
 from mlcodec.tasks.heads import LatentSegmenter, synthesis_stage, upsample_bilinear
@@ -51,10 +51,11 @@ def test_registry_lists_every_task_and_input():
         create_head("latent-xyz", spec)
 
 
-@pytest.mark.parametrize("name", ["latent-cls", "latent-det", "latent-seg", "pixel-cls", "pixel-seg"])
+@pytest.mark.parametrize("name", ["latent-cls", "latent-det", "latent-seg", "pixel-cls", "pixel-seg",
+                                  "pixel-fcos"])
 def test_each_head_trains_and_its_loss_falls(bench, name):
     root, src = bench
-    input, task = name.split("-")
+    input, task = head_config(name).input, head_config(name).task
     torch.manual_seed(0)
     folder = root / ("latent-train" if input == "latent" else "jpeg-train")
     batch = next(iter(make_loader([folder], input, batch_size=8)))

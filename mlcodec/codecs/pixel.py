@@ -1,4 +1,4 @@
-"""Standard image codecs through Pillow (JPEG 4:2:0, WebP, AVIF), for baselines.
+"""Standard image codecs through Pillow (JPEG 4:2:0, WebP, AVIF; PNG, lossless), for baselines.
 
 Their bytes are plain ``.jpg``/``.webp``/``.avif`` files: bitrates are those of the real files.
 ``quality`` in [0, 1] maps linearly to Pillow's 1..100 quality scale.
@@ -15,7 +15,7 @@ from PIL import Image, features
 from mlcodec.codecs.base import DEFAULT_QUALITY, Codec, CodecConfig, check_quality
 from mlcodec.imageio import to_pil, to_tensor
 
-_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
+_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF", "png": "PNG"}
 
 
 def pil_quality(quality: float) -> int:
@@ -34,6 +34,8 @@ class PillowCodec(Codec):
             return {"quality": q, "subsampling": "4:2:0", "optimize": True}
         if self.format == "WEBP":
             return {"quality": q, "method": 6}
+        if self.format == "PNG":
+            return {"compress_level": 6}
         return {"quality": q, "speed": 6, "subsampling": "4:2:0"}
 
     def compress_batch(self, images: Sequence[Any], quality: float = DEFAULT_QUALITY) -> list[bytes]:

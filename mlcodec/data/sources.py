@@ -6,7 +6,9 @@ parallel workers can load images themselves. Targets are plain JSON-able dicts:
 * ``{"label": int}`` for classification (ImageFolder),
 * ``{"boxes": [[x0, y0, x1, y1], ...], "labels": [...], "segmentation": [...], "iscrowd": [...]}``
   for COCO detection/segmentation (boxes in pixels, xyxy; labels are category ids; segmentation
-  exactly as in the JSON), plus ``"label"`` when the images entry has an image-level label,
+  exactly as in the JSON), plus ``"label"`` when the images entry has an image-level label, and
+  each further image-level label named in the JSON's top-level ``label_names`` (e.g.
+  ``{"colour": ["red", ...]}``),
 * anything JSON-able for a Python iterable of ``(image, target)``.
 """
 
@@ -108,6 +110,8 @@ class CocoSource(Source):
         cats = sorted(coco.get("categories", []), key=lambda c: c["id"])
         super().__init__(name=str(self.annotations), class_names=[c["name"] for c in cats])
         self.category_ids = [c["id"] for c in cats]
+        #: further image-level labels (key -> class names), from the JSON's ``label_names``
+        self.label_names: dict[str, list[str]] = dict(coco.get("label_names", {}))
         self.items = sorted(coco["images"], key=lambda im: im["id"])
         self.anns: dict[int, list[dict]] = {im["id"]: [] for im in self.items}
         for a in sorted(coco.get("annotations", []), key=lambda a: a["id"]):
@@ -117,7 +121,8 @@ class CocoSource(Source):
         return len(self.items)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "category_ids": self.category_ids, "images": str(self.images)}
+        return {**super().describe(), "category_ids": self.category_ids, "images": str(self.images),
+                **({"label_names": self.label_names} if self.label_names else {})}
 
     def origin(self, i: int) -> str:
         return str(self.images / self.items[i]["file_name"])
@@ -133,8 +138,9 @@ class CocoSource(Source):
             "segmentation": [a.get("segmentation") for a in anns],
             "iscrowd": [a.get("iscrowd", 0) for a in anns],
         }
-        if "label" in info:  # optional image-level class (mlcodec.data.synthetic writes it)
-            target["label"] = int(info["label"])
+        for k in ("label", *self.label_names):  # optional image-level classes (synthetic writes them)
+            if k in info:
+                target[k] = int(info[k])
         path = self.images / info["file_name"]
         key = f"{i:08d}_" + _safe_key(Path(info["file_name"]).with_suffix("").as_posix())
         return SourceSample(key, _open_rgb(path), target, str(path))

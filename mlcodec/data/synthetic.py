@@ -8,7 +8,9 @@ before them; every target is computed from the *visible* pixels:
 * ``label`` — the class of the main object (image-level label, 0-based; it is drawn last, so it
   is never occluded, and it is the last object in the lists below),
 * ``boxes`` (xyxy pixels), ``labels`` (0-based) and ``masks`` (``K x H x W`` bool) per object,
-* ``semantic`` — ``H x W`` uint8, 0 background, ``c + 1`` for class ``c``.
+* ``semantic`` — ``H x W`` uint8, 0 background, ``c + 1`` for class ``c``,
+* ``colour`` — the hue bin (:data:`COLOUR_NAMES`) of the main object's base colour: a label that
+  none of the others determines, for measuring a task a codec was never trained for.
 
 Scene ``i`` of a generator depends only on ``(seed, i)``, so any subset can be regenerated. The
 exporters write the layouts real datasets come in — ImageFolder, COCO instances JSON (RLE masks)
@@ -28,6 +30,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 CLASS_NAMES = ("circle", "ellipse", "square", "triangle", "star", "ring", "cross", "hexagon")
 TEXTURES = ("solid", "stripes", "checker", "dots", "gradient")
+#: hue bins of the main object's colour: the benchmark's *unseen* task (no shape, box or mask
+#: label determines it, and no codec objective trains on it)
+COLOUR_NAMES = ("red", "yellow", "green", "cyan", "blue", "magenta")
 _BACKGROUND_PHOTOS = ("rocket", "coffee", "chelsea", "astronaut", "hubble_deep_field",
                       "immunohistochemistry", "retina", "cat")
 MIN_VISIBLE_PIXELS = 40
@@ -41,6 +46,7 @@ class Scene:
     labels: np.ndarray  # (K,) int64, 0-based
     masks: np.ndarray  # (K, H, W) bool, visible pixels
     semantic: np.ndarray  # (H, W) uint8, 0 = background
+    colour: int = -1  # hue bin of the main object's base colour (COLOUR_NAMES)
 
     def coco_target(self) -> dict:
         """The target as :class:`mlcodec.data.sources.CocoSource` yields it (1-based category ids)."""
@@ -51,7 +57,8 @@ class Scene:
             rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
             segs.append({"size": rle["size"], "counts": rle["counts"].decode("ascii")})
         return {"boxes": self.boxes.round(2).tolist(), "labels": (self.labels + 1).tolist(),
-                "segmentation": segs, "iscrowd": [0] * len(self.labels), "label": self.label}
+                "segmentation": segs, "iscrowd": [0] * len(self.labels), "label": self.label,
+                "colour": self.colour}
 
 
 class SyntheticScenes(Sequence[Scene]):
@@ -85,13 +92,16 @@ class SyntheticScenes(Sequence[Scene]):
         masks: list[np.ndarray] = []
         labels: list[int] = []
         n = int(rng.integers(1, self.max_objects + 1))
+        hue = 0.0
         for k in range(n):
             c = int(rng.integers(len(CLASS_NAMES)))
             main = k == n - 1
             mask = _shape_mask(CLASS_NAMES[c], rng, s, (0.24, 0.34) if main else (0.06, 0.12))
             if mask.sum() < MIN_VISIBLE_PIXELS and not main:
                 continue
-            canvas = np.where(mask[..., None], _texture(rng, s), canvas)
+            drawn: dict[str, float] = {}
+            canvas = np.where(mask[..., None], _texture(rng, s, drawn=drawn), canvas)
+            hue = drawn["hue"]
             masks = [m & ~mask for m in masks]
             masks.append(mask)
             labels.append(c)
@@ -102,8 +112,9 @@ class SyntheticScenes(Sequence[Scene]):
         for m, c in zip(masks_a, labels_a):
             semantic[m] = c + 1
         boxes = np.array([_mask_box(m) for m in masks_a], dtype=np.float32)
+        colour = int(hue * len(COLOUR_NAMES) + 0.5) % len(COLOUR_NAMES)
         return Scene(Image.fromarray(canvas.astype(np.uint8)), int(labels_a[-1]), boxes, labels_a,
-                     masks_a, semantic)
+                     masks_a, semantic, colour)
 
     def __iter__(self) -> Iterator[Scene]:
         return (self[i] for i in range(self.count))
@@ -131,18 +142,23 @@ def _grid(s: int) -> tuple[np.ndarray, np.ndarray]:
     return np.mgrid[0:s, 0:s].astype(np.float32)[::-1]  # x, y
 
 
-def _colour(rng: np.random.Generator) -> np.ndarray:
+def _colour(rng: np.random.Generator, drawn: dict[str, float] | None = None) -> np.ndarray:
     import colorsys
 
-    return np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.4, 1.0), rng.uniform(0.35, 1.0)),
+    hue = rng.random()
+    if drawn is not None:
+        drawn["hue"] = hue
+    return np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.4, 1.0), rng.uniform(0.35, 1.0)),
                     dtype=np.float32) * 255
 
 
-def _texture(rng: np.random.Generator, s: int, contrast: float = 0.35) -> np.ndarray:
+def _texture(rng: np.random.Generator, s: int, contrast: float = 0.35,
+             drawn: dict[str, float] | None = None) -> np.ndarray:
     """A random-coloured ``s x s x 3`` float texture (solid, stripes, checker, dots or gradient);
     the pattern mixes in a second colour at most ``contrast``, so a shape's outline stays the
-    strongest edge."""
-    a, b = _colour(rng), _colour(rng)
+    strongest edge. ``drawn`` receives the base colour's ``hue``."""
+    a = _colour(rng, drawn)
+    b = _colour(rng)
     b = a + contrast * (b - a)
     kind = TEXTURES[int(rng.integers(len(TEXTURES)))]
     x, y = _grid(s)
@@ -250,15 +266,16 @@ def export_imagefolder(scenes: SyntheticScenes, root: str | Path) -> Path:
 def export_coco(scenes: SyntheticScenes, root: str | Path) -> Path:
     """``root/images/*.png`` and ``root/annotations.json`` (COCO instances, RLE masks, 1-based ids).
 
-    Each ``images`` entry also carries the image-level ``label`` (0-based), which
-    :class:`~mlcodec.data.sources.CocoSource` passes through, so one shard set serves all tasks.
+    Each ``images`` entry also carries the image-level ``label`` (0-based) and ``colour`` (named
+    in the top-level ``label_names``), which :class:`~mlcodec.data.sources.CocoSource` passes
+    through, so one shard set serves all tasks.
     """
     root = Path(root)
     images, anns = [], []
     for i, sc in enumerate(scenes):
         name = _save(sc.image, root / "images" / f"{i:06d}.png")
         images.append({"id": i, "file_name": name, "width": sc.image.width,
-                       "height": sc.image.height, "label": sc.label})
+                       "height": sc.image.height, "label": sc.label, "colour": sc.colour})
         t = sc.coco_target()
         for box, cat, seg, m in zip(t["boxes"], t["labels"], t["segmentation"], sc.masks):
             anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat,
@@ -266,7 +283,8 @@ def export_coco(scenes: SyntheticScenes, root: str | Path) -> Path:
                          "area": int(m.sum()), "segmentation": seg, "iscrowd": 0})
     cats = [{"id": c + 1, "name": n} for c, n in enumerate(CLASS_NAMES)]
     (root / "annotations.json").write_text(json.dumps(
-        {"images": images, "annotations": anns, "categories": cats}))
+        {"images": images, "annotations": anns, "categories": cats,
+         "label_names": {"colour": list(COLOUR_NAMES)}}))
     return root / "annotations.json"
 
 

@@ -1,0 +1,276 @@
+"""The unified objective: multi-task collaborative embeddings (MTCE) and diffusion-based invariant
+knowledge learning (DIKL), after Guo, Sui et al., "A Unified Image Compression Method for Human
+Perception and Multiple Vision Tasks" (ECCV 2024). Used as
+``mlcodec train-codec --objective unified --tasks cls,seg,det --expert TASK=PATH ...``.
+
+The paper has no public code; what it says is built as it says, and where it is silent the choice
+and its reason are written here. Every module below exists in training only: the codec's
+bitstream, decoder and exported weights are those of the default codec's architecture, so a
+unified codec decodes at the same cost and its heads read the same kind of latent.
+
+Per step, on a batch of task images coded at random qualities (besides the loop's own photo
+rate-distortion term, which keeps the images fit for people):
+
+* **rate-distortion on the task images** (``rd_scene``), as for photos.
+* **Frozen experts.** One pixel model per seen task (``pixel-cls``, ``pixel-seg``,
+  ``pixel-fcos`` of :mod:`mlcodec.tasks`), trained beforehand on lossless images and frozen.
+  Each reads the *decoded* image and contributes its task loss (``task_<t>``).
+* **MTCE** (``mtce=True``). The shared latent is aligned to each expert's representation of the
+  *original* image: a 1x1-convolution adapter per task maps the latent (stride 16) to the
+  expert's ``layer3`` features (stride 16, same grid), and the loss is one minus their cosine
+  similarity per position (``align_<t>``). Choice: 1x1 (linear) adapters, so the task
+  information must be linearly present in the latent itself rather than recoverable by a deep
+  adapter; cosine, so experts with different feature scales weigh alike. All task terms are
+  balanced by homoscedastic-uncertainty weighting (Kendall, Gal and Cipolla, CVPR 2018): each
+  term k gets ``0.5 exp(-s_k) L_k + 0.5 s_k`` with a learned ``s_k``, the rate-distortion terms
+  keeping weight 1 (the paper balances the tasks against human perception; how is not said).
+  Without MTCE (the "naive" joint loss) the expert task losses are summed with weight 1 each.
+* **DIKL** (``bank`` and/or ``diffusion``). A 1x1 adapter embeds the latent (``D`` channels);
+  per position it retrieves from a **memory bank** of ``prototypes`` learnable vectors by a
+  softmax over cosine similarities (temperature ``tau``). The bank is fed from the embeddings of
+  all seen tasks: the retrieval alone, through a 1x1 decoder per task, must predict every
+  expert's features (``bank``: one minus cosine), so the prototypes hold what serves all seen
+  tasks at once, the invariant knowledge. A small **conditional denoiser** (epsilon-prediction,
+  cosine noise schedule over ``timesteps``) learns to denoise the latent (normalised per channel
+  by its batch RMS, detached, so shrinking the latent cannot lower the loss) conditioned on that
+  retrieval (``diffusion``). Its loss reaches the encoder through the noised latent and the
+  retrieval: the codec is pushed towards latents whose structure the task-invariant prototypes
+  predict, which is what the paper credits for generalising to unseen tasks.
+  Choices: the retrieval is the only condition (conditioning on the latent's own embedding would
+  leak the clean latent into the denoiser, a trivial solution); without the bank the denoiser is
+  unconditional (ablation A5); without diffusion the bank loss alone remains (A6). DIKL terms
+  are weighted by ``dikl_weight``, outside the uncertainty balancing, so the ablation rows
+  differ by one module each.
+
+Nothing is transmitted beyond the codec's own bitstream.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mlcodec.objective import CodecObjective
+from mlcodec.train import rd_terms
+
+from .codec_tuning import TaskBatch, TuningData, scene_pool
+from .data import PIXEL_MEAN, PIXEL_STD
+from .heads import pixel_features
+from .losses import detection_loss, segmentation_loss
+
+log = logging.getLogger(__name__)
+
+UNIFIED_TASKS = ("cls", "seg", "det")
+
+
+@dataclass(frozen=True)
+class UnifiedConfig:
+    experts: tuple[tuple[str, str], ...]  # (task, pixel checkpoint): the seen tasks
+    mtce: bool = True
+    bank: bool = True
+    diffusion: bool = True
+    task_weight: float = 1.0  # the (balanced) task terms against the rate-distortion terms
+    dikl_weight: float = 0.2
+    prototypes: int = 64
+    embed: int = 96
+    tau: float = 0.1
+    timesteps: int = 200
+    scenes: int = 4000
+    scene_size: int = 128
+    scene_seed: int = 1000  # the task benchmark's train/val splits are seeds 0 and 1
+    scene_batch: int = 8
+    workers: int = 0
+    lr: float = 1e-3
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(t for t, _ in self.experts)
+
+    @property
+    def row(self) -> str:
+        """The ablation row this configuration is (``benchmarks/unified.py``)."""
+        return {(False, False, False): "A1", (True, False, False): "A2", (False, True, True): "A3",
+                (True, True, True): "A4", (True, False, True): "A5",
+                (True, True, False): "A6"}.get((self.mtce, self.bank, self.diffusion), "custom")
+
+
+def _cos_loss(a: Tensor, b: Tensor) -> Tensor:
+    """One minus the cosine similarity over channels, averaged over positions."""
+    return (1 - F.cosine_similarity(a, b, dim=1, eps=1e-6)).mean()
+
+
+def _timestep_embedding(t: Tensor, dim: int) -> Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([args.sin(), args.cos()], 1)
+
+
+class Denoiser(nn.Module):
+    """A small epsilon-prediction network on the latent grid: 3x3 convolutions with group norm,
+    the timestep added as an embedding, an optional condition concatenated at the input."""
+
+    def __init__(self, channels: int, cond: int, width: int = 128, blocks: int = 2) -> None:
+        super().__init__()
+        self.cond = cond
+        self.inp = nn.Conv2d(channels + cond, width, 3, 1, 1)
+        self.time = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.blocks = nn.ModuleList(nn.Sequential(nn.GroupNorm(8, width), nn.SiLU(),
+                                                  nn.Conv2d(width, width, 3, 1, 1), nn.GroupNorm(8, width),
+                                                  nn.SiLU(), nn.Conv2d(width, width, 3, 1, 1))
+                                    for _ in range(blocks))
+        self.out = nn.Sequential(nn.GroupNorm(8, width), nn.SiLU(), nn.Conv2d(width, channels, 3, 1, 1))
+        self.width = width
+
+    def forward(self, y_t: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
+        h = self.inp(y_t if cond is None else torch.cat([y_t, cond], 1))
+        h = h + self.time(_timestep_embedding(t, self.width))[:, :, None, None]
+        for block in self.blocks:
+            h = h + block(h)
+        return self.out(h)
+
+
+class MemoryBank(nn.Module):
+    """``K`` learnable prototypes; :meth:`forward` retrieves per position a softmax mixture of
+    them by cosine similarity with a query (``(B, D, H, W)``)."""
+
+    def __init__(self, prototypes: int, dim: int, tau: float) -> None:
+        super().__init__()
+        self.prototypes = nn.Parameter(torch.randn(prototypes, dim) / math.sqrt(dim))
+        self.tau = tau
+
+    def forward(self, query: Tensor) -> Tensor:
+        q = F.normalize(query, dim=1)
+        p = F.normalize(self.prototypes, dim=1)
+        attn = torch.einsum("bdhw,kd->bkhw", q, p).div(self.tau).softmax(1)
+        return torch.einsum("bkhw,kd->bdhw", attn, self.prototypes)
+
+
+def _normalise(x: Tensor) -> Tensor:
+    return (x - PIXEL_MEAN) / PIXEL_STD
+
+
+def load_experts(experts: tuple[tuple[str, str], ...]) -> dict[str, nn.Module]:
+    """Frozen pixel models by task, checked to be pixel models of that task."""
+    from .train import load_head
+
+    out: dict[str, nn.Module] = {}
+    for task, path in experts:
+        if task not in UNIFIED_TASKS:
+            raise ValueError(f"unified training takes experts for {', '.join(UNIFIED_TASKS)}, not {task!r}")
+        model, spec, meta = load_head(path)
+        if spec.task != task or getattr(model, "input", "") != "pixel" or not hasattr(model, "trunk"):
+            raise ValueError(f"{path} is {meta.get('head')!r} ({spec.task}); the {task} expert must be "
+                             f"a pixel model of mlcodec.tasks for {task} (pixel-{'fcos' if task == 'det' else task})")
+        out[task] = model.eval().requires_grad_(False)
+    return out
+
+
+class UnifiedObjective(CodecObjective):
+    """MTCE + DIKL for :func:`mlcodec.train.train` (see the module docstring)."""
+
+    name = "unified"
+
+    def __init__(self, cfg: UnifiedConfig, data: TuningData | None = None) -> None:
+        super().__init__()
+        if not cfg.experts:
+            raise ValueError("unified training needs at least one frozen expert (--expert TASK=PATH)")
+        self.cfg, self.data = cfg, data
+        self.lr = cfg.lr
+        self.experts: dict[str, nn.Module] = load_experts(cfg.experts)  # frozen: not submodules
+
+    def prepare(self) -> None:
+        if self.data is None:
+            t0 = time.time()
+            self.data = scene_pool(self.cfg.scenes, self.cfg.scene_size, self.cfg.scene_seed, self.cfg.workers)
+            log.info("%d task images ready in %.0fs", len(self.data.images), time.time() - t0)
+
+    def setup(self, model: nn.Module, device: str) -> None:
+        cfg, m = self.cfg, model.M
+        self.device = device
+        for e in self.experts.values():
+            e.to(device)
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, 64, 64, device=device)
+            chans = {t: pixel_features(e, probe).shape[1] for t, e in self.experts.items()}
+        if cfg.mtce:
+            self.adapters = nn.ModuleDict({t: nn.Conv2d(m, c, 1) for t, c in chans.items()})
+            terms = [f"task_{t}" for t in self.experts] + [f"align_{t}" for t in self.experts]
+            self.log_vars = nn.ParameterDict({k: nn.Parameter(torch.zeros(())) for k in terms})
+        if cfg.bank or cfg.diffusion:
+            self.embed = nn.Conv2d(m, cfg.embed, 1)
+        if cfg.bank:
+            self.bank = MemoryBank(cfg.prototypes, cfg.embed, cfg.tau)
+            self.bank_decoders = nn.ModuleDict({t: nn.Conv2d(cfg.embed, c, 1) for t, c in chans.items()})
+        if cfg.diffusion:
+            self.denoiser = Denoiser(m, cfg.embed if cfg.bank else 0)
+            steps = torch.arange(cfg.timesteps + 1, dtype=torch.float64) / cfg.timesteps
+            abar = torch.cos((steps + 0.008) / 1.008 * math.pi / 2) ** 2
+            self.register_buffer("alpha_bar", (abar[1:] / abar[0]).clamp(1e-4, 1.0).float(), persistent=False)
+        self.to(device)
+
+    def _expert_loss(self, task: str, x_hat: Tensor, b: TaskBatch) -> Tensor:
+        e = self.experts[task]
+        xn = _normalise(x_hat)
+        if task == "cls":
+            return F.cross_entropy(e(xn), b.labels)
+        if task == "seg":
+            return segmentation_loss(e.logits(xn), b.semantic, e.out_stride)
+        return detection_loss(e(xn), b.box_targets())
+
+    def loss(self, model, gen, lambdas):
+        assert self.data is not None, "prepare() first"
+        cfg = self.cfg
+        b = self.data.batch(cfg.scene_batch, gen, self.device)
+        qs = torch.rand(b.images.shape[0], generator=gen).to(self.device)
+        fwd = model(b.images, qs)
+        rd_scene, _, _ = rd_terms(fwd, b.images, qs, lambdas)
+        logs: dict[str, Tensor] = {"rd_scene": rd_scene.detach()}
+        terms = {f"task_{t}": self._expert_loss(t, fwd.x_hat.float(), b) for t in self.experts}
+        feats: dict[str, Tensor] = {}
+        if cfg.mtce or cfg.bank:
+            with torch.no_grad():
+                xn = _normalise(b.images)
+                feats = {t: pixel_features(e, xn) for t, e in self.experts.items()}
+        latent = fwd.latent
+        if cfg.mtce:
+            for t, a in self.adapters.items():
+                terms[f"align_{t}"] = _cos_loss(a(latent), feats[t])
+            task_total = sum(0.5 * torch.exp(-self.log_vars[k]) * v + 0.5 * self.log_vars[k]
+                             for k, v in terms.items())
+        else:
+            task_total = sum(terms.values())
+        logs.update({k: v.detach() for k, v in terms.items()})
+        total = rd_scene + cfg.task_weight * task_total
+        if cfg.bank or cfg.diffusion:
+            query = self.embed(latent)
+            retrieved = self.bank(query) if cfg.bank else None
+            dikl = latent.new_zeros(())
+            if retrieved is not None:
+                bank = sum(_cos_loss(d(retrieved), feats[t]) for t, d in self.bank_decoders.items())
+                logs["bank"] = bank.detach()
+                dikl = dikl + bank
+            if cfg.diffusion:
+                rms = latent.detach().pow(2).mean((0, 2, 3), keepdim=True).sqrt().clamp_min(1e-3)
+                y0 = latent / rms
+                t = torch.randint(cfg.timesteps, (y0.shape[0],), generator=gen).to(self.device)
+                noise = torch.randn(y0.shape, generator=gen).to(self.device)
+                ab = self.alpha_bar[t][:, None, None, None]
+                y_t = ab.sqrt() * y0 + (1 - ab).sqrt() * noise
+                diff = F.mse_loss(self.denoiser(y_t, t, retrieved), noise)
+                logs["diffusion"] = diff.detach()
+                dikl = dikl + diff
+            total = total + cfg.dikl_weight * dikl
+        return total, logs
+
+    def metadata(self) -> dict[str, Any]:
+        cfg = asdict(self.cfg)
+        cfg["experts"] = {t: p for t, p in self.cfg.experts}
+        return {"objective": self.name, "unified": {**cfg, "row": self.cfg.row}}
