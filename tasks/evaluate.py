@@ -114,6 +114,10 @@ def evaluate_codecs(
 
     heads = load_latent_heads(latent_head, task, spec.label_key)
     ref = PixelModel(pixel_reference) if pixel_reference is not None else None
+    ref_spec = getattr(ref, "spec", None)
+    if ref_spec is not None and (ref_spec.task, ref_spec.label_key) != (task, spec.label_key):
+        raise ValueError(f"{pixel_reference} is a {ref_spec.task} reference on {ref_spec.label_key!r}, "
+                         f"not {task} on {spec.label_key!r}")
     samples = [source[i] for i in range(len(source))]
     images = [s.image if isinstance(s.image, Image.Image) else Image.fromarray(np.asarray(s.image))
               for s in samples]

@@ -182,6 +182,10 @@ def test_eval_compares_learned_codecs_each_with_its_own_head(tmp_path):
         load_latent_heads(heads[0], "cls")
     with pytest.raises(ValueError, match="two latent heads"):
         load_latent_heads([heads[0], heads[0]], "cls", "colour")
+    shapes = TaskSpec("cls", CLASS_NAMES)
+    ref = save_head(create_head("pixel-cls", shapes), tmp_path / "ref.safetensors", "pixel-cls", shapes, 3)
+    with pytest.raises(ValueError, match="reference on 'label', not cls on 'colour'"):
+        evaluate_codecs("cls", src, spec, ["jpeg"], [0.5], pixel_reference=ref, progress=False)
 
 
 def test_train_codec_cli_asks_for_an_expert_per_seen_task(capsys):
