@@ -223,9 +223,7 @@ def main() -> None:
     results: dict = {"args": vars(args), "specs": specs, "tasks": {},
                       "a0_fingerprint": mlcodec.create_codec(BASE).fingerprint(0.5).hex()}
     for name, task, label in EVAL_TASKS:
-        spec_t = make_spec(val_src.class_names, val_src.label_names, task, label)
-        if label == "label":
-            spec_t = type(spec_t)(task, spec_t.class_names, tuple(val_src.category_ids))
+        spec_t = make_spec(val_src.class_names, val_src.label_names, task, label, val_src.category_ids)
         per_seed = {}
         for seed in (0, 1):
             hs = [(specs[r], heads[(r, seed)][name]) for r in rows if (r, seed) in heads]

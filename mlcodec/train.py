@@ -313,9 +313,10 @@ def train(cfg: TrainConfig, objective: CodecObjective | None = None) -> Path:
 
     while budget.progress(step) < 1.0:
         scale = budget.lr_scale(step)
-        for o, lr in ((opt, cfg.lr), (obj_opt, objective.lr if objective is not None else 0.0)):
-            for g in (o.param_groups if o is not None else ()):
-                g["lr"] = lr * scale
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * scale
+        for g in obj_opt.param_groups if obj_opt is not None else ():
+            g["lr"] = objective.lr * scale
         x = next(batches).to(cfg.device, non_blocking=True).float().div_(255.0)
         q = torch.rand(x.shape[0], generator=gen).to(cfg.device)
         loss, bpp, mse = rd_loss(model, x, q, cfg.lambdas, cfg.bf16)

@@ -40,13 +40,13 @@ def cmd_train_head(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from mlcodec.integrations.cli import _source
 
-    from .data import TaskSpec, make_spec
+    from .data import make_spec
     from .evaluate import evaluate_codecs, write_report
 
     source = _source(args)
-    spec = make_spec(source.class_names, getattr(source, "label_names", {}), args.task, args.label)
-    if args.label == "label":  # before --limit: the category ids are the full source's
-        spec = TaskSpec(spec.task, spec.class_names, tuple(getattr(source, "category_ids", ())))
+    # before --limit: the category ids and label names are the full source's
+    spec = make_spec(source.class_names, getattr(source, "label_names", {}), args.task, args.label,
+                     getattr(source, "category_ids", ()))
     if args.limit:
         from mlcodec.data.sources import IterableSource
 

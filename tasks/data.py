@@ -74,9 +74,10 @@ def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
 
 
 def make_spec(source_names: Sequence[str], label_names: dict[str, Sequence[str]], task: str,
-                label_key: str = "label") -> TaskSpec:
-    """The spec of ``task`` over a source with class names ``source_names`` and further image-level
-    labels ``label_names`` (key -> names); ``label_key`` picks the classification label."""
+              label_key: str = "label", category_ids: Sequence[int] = ()) -> TaskSpec:
+    """The spec of ``task`` over a source with class names ``source_names`` (COCO category ids
+    ``category_ids``) and further image-level labels ``label_names`` (key -> names);
+    ``label_key`` picks the classification label (its classes are 0-based, no category ids)."""
     check_task(task)
     if label_key != "label":
         if task != "cls":
@@ -87,15 +88,13 @@ def make_spec(source_names: Sequence[str], label_names: dict[str, Sequence[str]]
         return TaskSpec(task, tuple(label_names[label_key]), (), label_key)
     if not source_names:
         raise ValueError(f"the data lists no class names; task {task!r} needs them")
-    return TaskSpec(task, tuple(source_names), ())
+    return TaskSpec(task, tuple(source_names), tuple(category_ids))
 
 
 def spec_from_manifest(manifest: dict[str, Any], task: str, label_key: str = "label") -> TaskSpec:
     src = manifest.get("source", {})
-    spec = make_spec(manifest.get("class_names") or [], src.get("label_names", {}), task, label_key)
-    if label_key != "label":
-        return spec
-    return TaskSpec(spec.task, spec.class_names, tuple(src.get("category_ids", ())))
+    return make_spec(manifest.get("class_names") or [], src.get("label_names", {}), task, label_key,
+                     src.get("category_ids", ()))
 
 
 def shard_urls(dirs: Sequence[str | Path]) -> list[str]:
