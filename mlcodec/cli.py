@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from mlcodec.allocator import keep_freed_memory
 from mlcodec.bitstream import BitstreamError, read_header
 from mlcodec.codecs.base import DEFAULT_QUALITY, Codec
 from mlcodec.data.photos import IMAGE_SUFFIXES
@@ -491,6 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         setattr(args, flag, getattr(args, flag, False))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    keep_freed_memory()  # the command owns its process: reuse tiles' buffers (mlcodec.allocator)
     try:
         return int(args.func(args))
     except (CliError, ValueError, FileNotFoundError) as e:  # BitstreamError is a ValueError

@@ -19,13 +19,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-def _from_array(a: np.ndarray, what: str) -> tuple[torch.Tensor, str]:
+
+def _from_array(a: np.ndarray, what: str, levels: bool = False) -> tuple[torch.Tensor, str]:
     if a.ndim == 2:
         a = a[:, :, None]
     if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
         raise ValueError(f"{what}: expected HxW, HxWx1, HxWx3 or HxWx4, got shape {a.shape}")
     if a.shape[0] < 1 or a.shape[1] < 1:
         raise ValueError(f"{what}: empty image of shape {a.shape}")
+    if a.dtype == np.uint8 and levels and a.shape[2] != 4:
+        a = np.ascontiguousarray(a)  # Pillow's arrays are read-only: copy (uint8, cheap)
+        return _to_rgb(torch.from_numpy(a if a.flags.writeable else a.copy()).permute(2, 0, 1))
     if a.dtype == np.uint8:
         f = a.astype(np.float32) / 255.0
     elif a.dtype == np.uint16:
@@ -41,7 +45,8 @@ def _from_array(a: np.ndarray, what: str) -> tuple[torch.Tensor, str]:
 
 
 def _to_rgb(t: torch.Tensor) -> tuple[torch.Tensor, str]:
-    """``CxHxW`` float in [0, 1] with C in (1, 3, 4) to RGB; alpha composited over white."""
+    """``CxHxW`` float in [0, 1] (or uint8 levels, C in (1, 3)) with C in (1, 3, 4) to RGB; alpha
+    composited over white."""
     if t.shape[0] == 4:
         rgb, alpha = t[:3], t[3:]
         return rgb * alpha + (1.0 - alpha), "RGB"
@@ -50,7 +55,7 @@ def _to_rgb(t: torch.Tensor) -> tuple[torch.Tensor, str]:
     return t, "RGB"
 
 
-def _from_pil(im: Image.Image, what: str) -> tuple[torch.Tensor, str]:
+def _from_pil(im: Image.Image, what: str, levels: bool = False) -> tuple[torch.Tensor, str]:
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im, dtype=np.int64)
@@ -65,21 +70,27 @@ def _from_pil(im: Image.Image, what: str) -> tuple[torch.Tensor, str]:
         im = im.convert("RGB")
     if im.mode == "LA":
         im = im.convert("RGBA")
-    return _from_array(np.asarray(im), what)
+    return _from_array(np.asarray(im), what, levels)
 
 
-def to_tensor(image: object, what: str = "image") -> tuple[torch.Tensor, str]:
-    """Convert one image to a ``3xHxW`` float32 tensor in [0, 1] and its source mode (RGB/L)."""
+def to_tensor(image: object, what: str = "image", levels: bool = False) -> tuple[torch.Tensor, str]:
+    """Convert one image to a ``3xHxW`` float32 tensor in [0, 1] and its source mode (RGB/L).
+
+    With ``levels``, 8-bit RGB and grayscale sources come back as uint8 levels instead (a quarter
+    of the memory; :func:`as_float` converts them, e.g. tile by tile); other sources as float.
+    """
     if isinstance(image, Image.Image):
-        return _from_pil(image, what)
+        return _from_pil(image, what, levels)
     if isinstance(image, np.ndarray):
-        return _from_array(image, what)
+        return _from_array(image, what, levels)
     if isinstance(image, torch.Tensor):
         t = image.detach().cpu()
         if t.ndim == 4 and t.shape[0] == 1:
             t = t[0]
         if t.ndim != 3 or t.shape[0] not in (1, 3, 4) or t.shape[1] < 1 or t.shape[2] < 1:
             raise ValueError(f"{what}: expected a CxHxW tensor with C in (1, 3, 4), got {tuple(t.shape)}")
+        if t.dtype == torch.uint8 and levels and t.shape[0] != 4:
+            return _to_rgb(t)
         if t.dtype == torch.uint8:
             t = t.float() / 255.0
         elif t.is_floating_point():
@@ -92,6 +103,11 @@ def to_tensor(image: object, what: str = "image") -> tuple[torch.Tensor, str]:
     raise TypeError(
         f"{what}: expected a PIL image, numpy array or torch tensor, got {type(image).__name__}"
     )
+
+
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 levels to float in [0, 1] (as :func:`to_tensor` computes them); float passes as is."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
 def to_pil(x: torch.Tensor, mode: str = "RGB") -> Image.Image:

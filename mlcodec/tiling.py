@@ -10,6 +10,12 @@ gives what one pass over the whole image gives, up to float rounding, with no se
 at the image border is the same in both, and every tile starts on a multiple of every stride
 (tested against whole-image passes).
 
+The input image may be uint8 levels: each tile is converted to float on its own, so the image is
+never held as float (four times its bytes). At inference the transforms run through
+:func:`lean_forward`, which computes each GDN in place: per layer, two buffers of a tile's
+activations instead of four, so fewer allocations and a lower peak. When a transform has run in
+tiles, the heap that :func:`mlcodec.allocator.keep_freed_memory` kept for them is released.
+
 Only the transforms are tiled. The hyperprior (``h_a``, the hyper-latent, the entropy model's
 scales and means) runs on the whole latent, which is 256 times smaller than the image, so the
 bitstream does not depend on the tiling beyond float rounding of the latent itself, and decoding
@@ -21,11 +27,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from compressai.layers import GDN
+from torch import Tensor, nn
+
+from mlcodec.allocator import release_freed_memory
+from mlcodec.imageio import as_float
 
 #: tile side and halo in latent pixels (x16 image pixels): tiles of 512 px with 32 px halos.
-#: A tile's transform holds about 130 MB (96 channels at half its size, a few GDN temporaries);
-#: the halos add 27% to the work (BENCHMARKS.md, "Large images", measures both)
+#: A tile's transform holds about 100 MB (96 channels at half its size, one GDN temporary);
+#: the halos add 23% to the work at 4096 px (BENCHMARKS.md, "Large images", measures both, and
+#: why larger tiles did not pay here)
 DEFAULT_TILE = 32
 DEFAULT_HALO = 2
 
@@ -44,21 +56,43 @@ def _scaled(s: slice, k: int) -> slice:
     return slice(s.start * k, s.stop * k)
 
 
+def _gdn_(gdn: GDN, x: Tensor) -> Tensor:
+    """CompressAI's ``GDN.forward`` (the same operations, so the same values), computing the
+    normalisation in place and scaling ``x`` in place."""
+    c = x.shape[1]
+    beta, gamma = gdn.beta_reparam(gdn.beta), gdn.gamma_reparam(gdn.gamma).reshape(c, c, 1, 1)
+    norm = F.conv2d(x * x, gamma, beta)
+    return x.mul_(norm.sqrt_() if gdn.inverse else norm.rsqrt_())
+
+
+def lean_forward(transform: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``transform(x)``; an ``nn.Sequential`` outside autograd runs its GDN layers in place
+    (:func:`_gdn_`), on the buffers the layers before them allocated."""
+    if not isinstance(transform, nn.Sequential) or torch.is_grad_enabled():
+        return transform(x)
+    for i, layer in enumerate(transform):
+        x = _gdn_(layer, x) if isinstance(layer, GDN) and i > 0 else layer(x)
+    return x
+
+
 def tiled_analysis(g_a: Callable[[Tensor], Tensor], x: Tensor, stride: int = 16,
                    tile: int = DEFAULT_TILE, halo: int = DEFAULT_HALO) -> Tensor:
-    """``g_a(x)`` for ``x`` ``(B, 3, H, W)`` with ``H, W`` multiples of ``stride``, computed in tiles
-    of ``tile`` latent pixels when the latent is larger than one tile."""
+    """``g_a(x)`` for ``x`` ``(B, 3, H, W)`` (float in [0, 1] or uint8 levels) with ``H, W``
+    multiples of ``stride``, computed in tiles of ``tile`` latent pixels when the latent is larger
+    than one tile."""
     h, w = x.shape[-2] // stride, x.shape[-1] // stride
     if h <= tile and w <= tile:
-        return g_a(x)
+        return lean_forward(g_a, as_float(x))
     out: Tensor | None = None
     for rows, cols, keep_r, keep_c in _tiles(h, w, tile, halo):
-        y = g_a(x[..., _scaled(rows, stride), _scaled(cols, stride)])
+        y = lean_forward(g_a, as_float(x[..., _scaled(rows, stride), _scaled(cols, stride)]))
         if out is None:
             out = y.new_empty(*y.shape[:2], h, w)
         out[..., rows.start + keep_r.start:rows.start + keep_r.stop,
             cols.start + keep_c.start:cols.start + keep_c.stop] = y[..., keep_r, keep_c]
+        del y
     assert out is not None
+    release_freed_memory()
     return out
 
 
@@ -75,16 +109,19 @@ def tiled_synthesis(g_s: Callable[[Tensor], Tensor], y: Tensor, stride: int = 16
     tile, so only its result is held for the whole image."""
     h, w = y.shape[-2:]
     if h <= tile and w <= tile:
-        return post(g_s(y))
+        return post(lean_forward(g_s, y))
     out: Tensor | None = None
     for rows, cols, keep_r, keep_c in _tiles(h, w, tile, halo):
-        x = post(g_s(y[..., rows, cols])[..., _scaled(keep_r, stride), _scaled(keep_c, stride)])
+        x = post(lean_forward(g_s, y[..., rows, cols])[..., _scaled(keep_r, stride), _scaled(keep_c, stride)])
         if out is None:
             out = x.new_empty(*x.shape[:2], h * stride, w * stride)
         out[..., _scaled(slice(rows.start + keep_r.start, rows.start + keep_r.stop), stride),
             _scaled(slice(cols.start + keep_c.start, cols.start + keep_c.stop), stride)] = x
+        del x
     assert out is not None
+    release_freed_memory()
     return out
 
 
-__all__ = ["DEFAULT_HALO", "DEFAULT_TILE", "tiled_analysis", "tiled_synthesis", "to_uint8"]
+__all__ = ["DEFAULT_HALO", "DEFAULT_TILE", "lean_forward", "tiled_analysis", "tiled_synthesis",
+           "to_uint8"]

@@ -60,7 +60,9 @@ class LatentCodec(Codec):
 
     @abc.abstractmethod
     def _encode(self, x: torch.Tensor, quality: float) -> tuple[list[tuple[bytes, ...]], tuple[int, int, int]]:
-        """Padded batch ``(B, 3, H, W)`` to per-image strings and the latent shape ``(C, h, w)``."""
+        """Padded batch ``(B, 3, H, W)`` (float in [0, 1] or uint8 levels: pass it through
+        :func:`mlcodec.tiling.tiled_analysis` or :func:`mlcodec.imageio.as_float`) to per-image
+        strings and the latent shape ``(C, h, w)``."""
 
     @abc.abstractmethod
     def _decode(self, streams: Sequence[Bitstream]) -> torch.Tensor:
@@ -81,7 +83,8 @@ class LatentCodec(Codec):
     @torch.inference_mode()
     def compress_batch(self, images: Sequence[Any], quality: float = DEFAULT_QUALITY) -> list[bytes]:
         q = float(torch.tensor(check_quality(quality), dtype=torch.float32))  # as stored (f32)
-        prepared = [to_tensor(im, what=f"image {i}") for i, im in enumerate(images)]
+        # 8-bit sources stay uint8 levels: the transforms convert them tile by tile
+        prepared = [to_tensor(im, what=f"image {i}", levels=True) for i, im in enumerate(images)]
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, (t, _) in enumerate(prepared):
             h, w = t.shape[-2:]
