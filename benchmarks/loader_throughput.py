@@ -11,6 +11,7 @@ bytes on disk.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import os
 import time
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import mlcodec
 from mlcodec.data.photos import evaluation_photos, training_photos
 from mlcodec.integrations.webdataset import SHARD_MTIME
 from mlcodec.data.sources import IterableSource
@@ -92,6 +94,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--workdir", default="/tmp/mlcodec-bench")
     ap.add_argument("--photos", default=os.path.expanduser("~/.cache/mlcodec/photos"))
+    ap.add_argument("--codec", default=mlcodec.DEFAULT_CODEC,
+                    help="the learned codec of the latent shards, e.g. NAME:WEIGHTS for a student")
+    ap.add_argument("--no-image", action="store_true", help="skip (b), output=image (slow)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from mlcodec.integrations.webdataset import latent_dataset, write_shards
@@ -100,17 +105,18 @@ def main() -> None:
     dirs = [args.photos] if Path(args.photos).is_dir() else []
     images = crops(args.n, args.size, dirs)
     maxcount = 250
-    lat_dir, jpg_dir = work / f"latent-q{args.quality}", work / "jpeg-q90"
+    tag = "" if args.codec == mlcodec.DEFAULT_CODEC else "-" + hashlib.sha1(args.codec.encode()).hexdigest()[:8]
+    lat_dir, jpg_dir = work / f"latent-q{args.quality}{tag}", work / "jpeg-q90"
     reused = (lat_dir / "manifest.json").exists()
     t0 = time.perf_counter()
-    m = write_shards(IterableSource([(im, 0) for im in images]), lat_dir, quality=args.quality,
-                     maxcount=maxcount, progress=False)
+    m = write_shards(IterableSource([(im, 0) for im in images]), lat_dir, codec=args.codec,
+                     quality=args.quality, maxcount=maxcount, progress=False)
     enc_time = time.perf_counter() - t0
     if not list(jpg_dir.glob("*.tar")):
         jpeg_shards(images, jpg_dir, maxcount)
     lat_urls = sorted(str(p) for p in lat_dir.glob("*.tar*"))
     jpg_urls = sorted(str(p) for p in jpg_dir.glob("*.tar"))
-    print(f"{args.n} images {args.size}x{args.size}; latent shards at quality {args.quality}: "
+    print(f"{args.n} images {args.size}x{args.size}; {args.codec} latent shards at quality {args.quality}: "
           f"{m.mean_bpp:.3f} bpp ("
           + ("reused: written by an earlier run)" if reused else f"shard job {args.n / enc_time:.1f} img/s)"))
     print(f"{'pipeline':<34} {'bytes on disk':>14} {'workers':>7} {'img/s':>8} {'vs (c)':>7}")
@@ -122,6 +128,8 @@ def main() -> None:
             ("(b) latent shards, output=image", latent_dataset(lat_urls, output="image", decode_batch=args.batch), lat_dir),
             ("(c) JPEG q90 shards, PIL+ToTensor", None, jpg_dir),
         ):
+            if args.no_image and name.startswith("(b)"):
+                continue
             r = ref if ds is None else throughput(ds, workers, args.batch, args.n)
             rows.append((name, du(folder), workers, r, r / ref))
             print(f"{name:<34} {du(folder):>14} {workers:>7} {r:>8.1f} {r / ref:>6.2f}x")

@@ -308,6 +308,7 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
                       lr=args.lr or (2e-4 if args.objective == "rd" else 1e-4),
                       bf16=args.bf16, seed=args.seed, threads=args.threads, device=args.device,
                       init=args.init or "", minutes=args.minutes, distill_hyper=args.distill_hyper,
+                      distill_hidden=args.distill_hidden, distill_loss=args.distill_loss,
                       **({"lambdas": tuple(args.lambdas)} if args.lambdas else {}))
     objective = None
     if args.objective != "rd":
@@ -451,6 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--distill-hyper", action="store_true",
                    help="with --init: distill the hyper-synthesis into a 1x1 last layer (faster "
                         "latent decoding); --steps/--lr/--batch-size then apply to the distillation")
+    t.add_argument("--distill-hidden", type=int, default=0, metavar="C",
+                   help="with --distill-hyper: a student hyper-synthesis C channels wide, trained "
+                        "from scratch (0: the teacher's widths)")
+    t.add_argument("--distill-loss", choices=("match", "rate"), default="match",
+                   help="with --distill-hyper: match the teacher's scales and means, or minimise "
+                        "the latent's bits (rate)")
     from mlcodec.objective import objective_plugins
 
     plugins = objective_plugins()

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from mlcodec.data.photos import RandomCrops, training_photos
 from mlcodec.imageio import to_tensor
 from mlcodec.models.exact_hyper import ExactTables, integerize
-from mlcodec.models.gained_hyperprior import ForwardOutput, GainedMeanScaleHyperprior
+from mlcodec.models.gained_hyperprior import ForwardOutput, GainedMeanScaleHyperprior, hyper_synthesis_layers
 from mlcodec.objective import CodecObjective
 from mlcodec.weights import load_weights, read_metadata, save_weights
 
@@ -65,6 +65,8 @@ class TrainConfig:
     init: str = ""
     minutes: float = 0.0
     distill_hyper: bool = False
+    distill_hidden: int = 0  # with distill_hyper: a student h_s this wide (0: the teacher's widths)
+    distill_loss: str = "match"  # "match" the teacher's scales and means, or minimise y's "rate"
     progress: bool = True
     log_every: int = 50  # steps between rows of the training history (in the weights' metadata)
     extra: dict[str, str] = field(default_factory=dict)
@@ -153,20 +155,32 @@ def _teacher_hyper_input(model: GainedMeanScaleHyperprior, y: torch.Tensor, q: t
 
 def distill_hyper_synthesis(teacher: GainedMeanScaleHyperprior, cfg: TrainConfig,
                             crop: int = 16) -> GainedMeanScaleHyperprior:
-    """A copy of ``teacher`` whose last ``h_s`` layer is 1x1; its ``h_s`` is trained to match the
-    teacher's (scales, means), everything else is kept.
+    """A copy of ``teacher`` whose last ``h_s`` layer is 1x1 (and, with ``cfg.distill_hidden``,
+    whose ``h_s`` is that wide, from a fresh initialisation); only its ``h_s`` is trained,
+    everything else is kept, so the student codes the same ``y`` with other entropy parameters.
 
-    The loss compares log-scales (floored at the smallest scale the coder uses) and means in units
-    of the teacher's scale, over random ``crop`` x ``crop`` windows of cached latents and random
-    qualities; ``cfg.steps`` Adam steps at ``cfg.lr``, 10x lower for the last fifth.
+    Two losses (``cfg.distill_loss``), over random ``crop`` x ``crop`` windows of cached latents
+    and random qualities; ``cfg.steps`` Adam steps at ``cfg.lr``, 10x lower for the last fifth:
+
+    - ``"match"``: the teacher's log-scales (floored at the smallest scale the coder uses) and
+      means in units of the teacher's scale;
+    - ``"rate"``: the bits of the gained latent under the student's Gaussians (additive uniform
+      noise, as in training), what the student is for. Matching alone cost a 14M-MAC student
+      +26-31% rate (BENCHMARKS.md), since small errors in the scales cost bits unevenly.
     """
+    if cfg.distill_loss not in ("match", "rate"):
+        raise ValueError(f"distill_loss must be 'match' or 'rate', not {cfg.distill_loss!r}")
     student = copy.deepcopy(teacher)
-    last_t = teacher.h_s[4]
-    last_s = student.h_s[4] = torch.nn.Conv2d(last_t.in_channels, last_t.out_channels, 1)
     student.hyper_kernel = 1
-    with torch.no_grad():  # start from the 3x3 kernel's response to a constant input
-        last_s.weight.copy_(last_t.weight.sum((2, 3), keepdim=True))
-        last_s.bias.copy_(last_t.bias)
+    if cfg.distill_hidden:
+        student.h_s = hyper_synthesis_layers(teacher.N, teacher.M, 1, cfg.distill_hidden)
+        student.hyper_hidden = cfg.distill_hidden
+    else:
+        last_t = teacher.h_s[4]
+        last_s = student.h_s[4] = torch.nn.Conv2d(last_t.in_channels, last_t.out_channels, 1)
+        with torch.no_grad():  # start from the 3x3 kernel's response to a constant input
+            last_s.weight.copy_(last_t.weight.sum((2, 3), keepdim=True))
+            last_s.bias.copy_(last_t.bias)
     device = next(teacher.parameters()).device
     student.to(device)
     teacher.eval()
@@ -177,7 +191,7 @@ def distill_hyper_synthesis(teacher: GainedMeanScaleHyperprior, cfg: TrainConfig
     params = list(student.h_s.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
     floor = float(teacher.gaussian_conditional.scale_table[0])
-    for step in tqdm(range(cfg.steps), desc="distill h_s", unit="step"):
+    for step in tqdm(range(cfg.steps), desc="distill h_s", unit="step", disable=not cfg.progress):
         if step == int(0.8 * cfg.steps):
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * 0.1
@@ -192,11 +206,17 @@ def distill_hyper_synthesis(teacher: GainedMeanScaleHyperprior, cfg: TrainConfig
         q = torch.rand(y.shape[0], generator=gen).to(device)
         with torch.no_grad():
             zin = _teacher_hyper_input(teacher, y, q)
-            s_t, m_t = teacher.h_s(zin).chunk(2, 1)
-            s_t = s_t.clamp_min(floor)
         s_s, m_s = student.h_s(zin).chunk(2, 1)
-        loss = (s_s.clamp_min(floor).log() - s_t.log()).pow(2).mean() \
-            + 0.1 * ((m_s - m_t) / s_t).pow(2).mean()
+        if cfg.distill_loss == "rate":
+            y_g = y * teacher.gains(q)[0]
+            _, lik = student.gaussian_conditional(y_g, s_s, means=m_s, training=True)
+            loss = -lik.log2().mean()  # bits per latent element
+        else:
+            with torch.no_grad():
+                s_t, m_t = teacher.h_s(zin).chunk(2, 1)
+                s_t = s_t.clamp_min(floor)
+            loss = (s_s.clamp_min(floor).log() - s_t.log()).pow(2).mean() \
+                + 0.1 * ((m_s - m_t) / s_t).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.clip)
@@ -248,7 +268,8 @@ def _build_model(cfg: TrainConfig) -> GainedMeanScaleHyperprior:
         return model
     arch = read_metadata(cfg.init).get("architecture", {})
     model = GainedMeanScaleHyperprior(arch.get("N", cfg.N), arch.get("M", cfg.M), num_levels=len(cfg.lambdas),
-                                      hyper_kernel=arch.get("hyper_kernel", 3)).to(cfg.device)
+                                      hyper_kernel=arch.get("hyper_kernel", 3),
+                                      hyper_hidden=arch.get("hyper_hidden", 0)).to(cfg.device)
     init_from_weights(model, cfg.init, cfg.lambdas)
     return model
 
@@ -389,7 +410,9 @@ def export(model: GainedMeanScaleHyperprior, cfg: TrainConfig, path: Path,
                                           if k not in ("device", "threads", "extra", "progress", "log_every")},
                                "architecture": {"N": model.N, "M": model.M,
                                                 "num_levels": model.num_levels,
-                                                "hyper_kernel": model.hyper_kernel}},
+                                                "hyper_kernel": model.hyper_kernel,
+                                                **({"hyper_hidden": model.hyper_hidden}
+                                                   if model.hyper_hidden else {})}},
                  tables.state_dict())
     return path
 

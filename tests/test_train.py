@@ -2,6 +2,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import mlcodec
 from mlcodec.codecs.hyperprior import GainedHyperpriorCodec
 from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
 from mlcodec.registry import codec_config
@@ -119,3 +120,46 @@ def test_distill_hyper_synthesis_into_1x1(tmp_path):
     codec = GainedHyperpriorCodec(codec_config("mlcodec-hyperprior"), student)
     img = Image.fromarray(rng.integers(0, 256, (40, 70, 3), dtype=np.uint8))
     assert codec.decompress(codec.compress(img, 0.5)).size == (70, 40)
+
+
+def test_a_narrow_student_trained_for_rate_codes_exactly(tmp_path):
+    """distill_hidden + distill_loss="rate": a narrower h_s, trained on the bits of y, exported
+    with its own integer tables; it codes fewer bits than an untrained h_s of its shape, and its
+    streams decode to the numpy int64 reference's latent bit for bit."""
+    from mlcodec.models.gained_hyperprior import hyper_synthesis_layers
+    from mlcodec.train import _teacher_hyper_input
+
+    rng = np.random.default_rng(2)
+    data = tmp_path / "photos"
+    data.mkdir()
+    yy, xx = np.mgrid[:320, :320]
+    smooth = np.stack([xx % 97 * 2, yy % 61 * 4, (xx + yy) % 128 * 2], -1)
+    Image.fromarray((smooth + rng.integers(0, 24, (320, 320, 3))).clip(0, 255).astype(np.uint8)).save(data / "a.png")
+    base = dict(data=(str(data),), use_skimage=False, N=16, M=16, batch_size=4, patch=64)
+    teacher_path = train(TrainConfig(out=str(tmp_path / "t"), steps=3, **base))
+    student_path = train(TrainConfig(out=str(tmp_path / "s"), steps=80, lr=3e-3, init=str(teacher_path),
+                                     distill_hyper=True, distill_hidden=8, distill_loss="rate", **base))
+    arch = read_metadata(student_path)["architecture"]
+    assert arch["hyper_hidden"] == 8 and arch["hyper_kernel"] == 1
+    student = GainedMeanScaleHyperprior(**arch)
+    load_weights(student, student_path)
+    assert student.h_s[0].weight.shape == (16, 8, 5, 5) and student.h_s[4].weight.shape == (32, 8, 1, 1)
+
+    torch.manual_seed(0)
+    untrained = hyper_synthesis_layers(16, 16, 1, 8)
+    x = torch.from_numpy(np.array(Image.open(data / "a.png"))[:256, :256]).permute(2, 0, 1)[None] / 255.0
+    q = torch.full((1,), 0.5)
+
+    def bits(h_s):
+        with torch.no_grad():
+            y_g = student.g_a(x) * student.gains(q)[0]
+            s, m = h_s(_teacher_hyper_input(student, student.g_a(x), q)).chunk(2, 1)
+            _, lik = student.gaussian_conditional(y_g, s, means=m, training=False)
+        return float(-lik.log2().sum())
+
+    assert bits(student.h_s) < 0.8 * bits(untrained)
+    codec = mlcodec.create_codec(f"mlcodec-hyperprior:{student_path}")
+    img = Image.open(data / "a.png").crop((0, 0, 200, 136))
+    stream = codec.compress(img, 0.5)
+    assert codec.decompress(stream).size == (200, 136)
+    assert np.array_equal(codec.decode_latent(stream).numpy(), codec.reference_latent(stream))

@@ -41,6 +41,17 @@ class ForwardOutput(NamedTuple):
     latent: Tensor
 
 
+def hyper_synthesis_layers(N: int, M: int, kernel: int = 3, hidden: int = 0) -> nn.Sequential:
+    """``h_s``: two stride-2 transposed convolutions with LeakyReLUs, then a ``kernel`` x ``kernel``
+    convolution to the ``2M`` scales and means (hidden widths ``M``, ``3M/2``, or ``hidden``)."""
+    h1, h2 = (hidden, hidden) if hidden else (M, M * 3 // 2)
+    return nn.Sequential(
+        deconv(N, h1), nn.LeakyReLU(inplace=True),
+        deconv(h1, h2), nn.LeakyReLU(inplace=True),
+        conv(h2, M * 2, stride=1, kernel_size=kernel),
+    )
+
+
 class GainedMeanScaleHyperprior(nn.Module):
     """Mean-scale hyperprior (Minnen 2018, no context model) with log-interpolated gain units.
 
@@ -51,13 +62,18 @@ class GainedMeanScaleHyperprior(nn.Module):
         hyper_kernel: kernel size of the last hyper-synthesis layer, which runs at the latent's
             full resolution and dominates what a latent loader pays besides entropy decoding:
             3 (Minnen et al.) or 1 (about a tenth of its cost; see ``train.distill_hyper_synthesis``).
+        hyper_hidden: channels of both hidden hyper-synthesis layers; 0 (the default) keeps
+            Minnen et al.'s ``M`` and ``3M/2``. A narrower student (``train.distill_hyper_synthesis``)
+            costs a latent loader less: the multiply-accumulates scale with it.
     """
 
     stride = 64  # total downsampling of the hyper-latent: inputs are padded to a multiple of it
 
-    def __init__(self, N: int = 96, M: int = 96, num_levels: int = 7, hyper_kernel: int = 3) -> None:
+    def __init__(self, N: int = 96, M: int = 96, num_levels: int = 7, hyper_kernel: int = 3,
+                 hyper_hidden: int = 0) -> None:
         super().__init__()
         self.N, self.M, self.num_levels, self.hyper_kernel = N, M, num_levels, hyper_kernel
+        self.hyper_hidden = hyper_hidden
         self.g_a = nn.Sequential(
             conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M)
         )
@@ -69,11 +85,7 @@ class GainedMeanScaleHyperprior(nn.Module):
             conv(M, N, stride=1, kernel_size=3), nn.LeakyReLU(inplace=True),
             conv(N, N), nn.LeakyReLU(inplace=True), conv(N, N),
         )
-        self.h_s = nn.Sequential(
-            deconv(N, M), nn.LeakyReLU(inplace=True),
-            deconv(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
-            conv(M * 3 // 2, M * 2, stride=1, kernel_size=hyper_kernel),
-        )
+        self.h_s = hyper_synthesis_layers(N, M, hyper_kernel, hyper_hidden)
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional(list(SCALE_TABLE))
         # Log-domain gains, one row per quality level (row 0 = lowest rate).

@@ -1,0 +1,125 @@
+"""Lighter hyper-synthesis students for the latent loader: what each costs in rate, what it saves.
+
+A latent decode runs the integer hyper-synthesis before it can entropy-decode ``y``; at 256x256
+that is 32.9M multiply-accumulates per image, the largest stage (``latent_decode_profile.py``).
+A student keeps the packaged codec's transforms, hyper-analysis and gains, so it codes the same
+``y``; only its ``h_s`` is narrower (``--widths`` hidden channels) and trained with the rate loss
+(``mlcodec.train.distill_hyper_synthesis``, ``distill_loss="rate"``) on the training photos, then
+exported with its own integer tables (bitstream format 3). Width 0 is a student of the teacher's
+own widths, trained the same way, which separates what the loss does from what the width costs.
+
+Per variant: the hyper-synthesis MACs at 256x256, the integer hyper-synthesis and the whole
+``decode_latents`` in ms per image (256 crops of the training photos at quality 0.5, batches of
+32, one thread, best of 5), and bpp / PSNR / MS-SSIM on the held-out photos at qualities 0.1-0.9
+with BD-rates against the packaged codec. Students are saved under ``--work`` and reused.
+
+    python benchmarks/student_hyper.py [--widths 0,64,48] [--steps 3000] [--work runs/students]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import mlcodec
+from mlcodec.codecs.hyperprior import _decode_z
+from mlcodec.metrics import bd_rate
+from mlcodec.registry import codec_config, pretrained_path
+from mlcodec.train import TrainConfig, distill_hyper_synthesis, export
+
+from exact_cost import QUALITIES, measure
+from latent_decode_profile import conv_macs, per_image_ms
+from loader_throughput import crops
+from rd_curve import held_out_photos
+
+
+def train_student(width: int, steps: int, work: Path, photos_dir: str, lr: float,
+                  batch: int) -> Path:
+    path = work / f"w{width}" / "weights.safetensors"
+    if path.exists():
+        print(f"student width {width}: reusing {path}")
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    teacher_path = str(pretrained_path(codec_config(mlcodec.DEFAULT_CODEC)))
+    teacher = mlcodec.create_codec().model.train(False)
+    cfg = replace(TrainConfig(), data=(photos_dir,) if Path(photos_dir).is_dir() else (),
+                  init=teacher_path, distill_hyper=True, distill_hidden=width,
+                  distill_loss="rate", steps=steps, lr=lr, batch_size=batch)
+    t0 = time.perf_counter()
+    student = distill_hyper_synthesis(teacher, cfg)
+    export(student, cfg, path)
+    print(f"student width {width}: {steps} steps in {time.perf_counter() - t0:.0f} s -> {path}")
+    return path
+
+
+def speed(codec, images: list, quality: float, batch: int) -> tuple[int, float, float]:
+    """(h_s MACs per image, integer hyper-synthesis ms/image, decode_latents ms/image)."""
+    m, t = codec.model, codec._tables
+    data = []
+    for i in range(0, len(images), 16):
+        data += codec.compress_batch(images[i:i + 16], quality)
+    streams = codec._parse(data)
+    c, h, w = streams[0].header.latent_shape
+    zs = []
+    for i in range(0, len(streams), batch):
+        zs.append(_decode_z(t, streams[i:i + batch], (1, m.N, h // 4, w // 4))[1])
+    hyper_ms = per_image_ms(lambda: [codec._hyper(z, quality) for z in zs], len(streams))
+    whole_ms = per_image_ms(lambda: [codec.decode_latents(streams[i:i + batch])
+                                     for i in range(0, len(streams), batch)], len(streams))
+    macs = conv_macs(m.h_s, torch.zeros(1, m.N, h // 4, w // 4))
+    return macs, hyper_ms, whole_ms
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--widths", default="0,64,48", help="student hidden widths (0: the teacher's)")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--work", default="runs/students")
+    ap.add_argument("--photos", default=os.path.expanduser("~/.cache/mlcodec/photos"))
+    ap.add_argument("--threads", type=int, default=2, help="for training and the RD points")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    variants = [("packaged (teacher)", mlcodec.DEFAULT_CODEC)]
+    for w in (int(v) for v in args.widths.split(",") if v):
+        path = train_student(w, args.steps, work, args.photos, args.lr, args.batch_size)
+        variants.append((f"student width {w or 'teacher'}", f"{mlcodec.DEFAULT_CODEC}:{path}"))
+
+    photos = held_out_photos(args.photos)
+    images = crops(256, 256, [args.photos] if Path(args.photos).is_dir() else [])
+    rows = []
+    for label, name in variants:
+        codec = mlcodec.create_codec(name)
+        torch.set_num_threads(args.threads)
+        rd = [measure(codec, photos, q) for q in QUALITIES]
+        torch.set_num_threads(1)
+        macs, hyper_ms, whole_ms = speed(codec, images, 0.5, 32)
+        rows.append((label, macs, hyper_ms, whole_ms, rd))
+        print(f"measured {label}", flush=True)
+
+    ref = rows[0][4]
+    print(f"\n256x256 crops, quality 0.5, batch 32, 1 thread; {len(photos)} held-out photos for rate")
+    print(f"{'variant':<26} {'h_s MMAC':>8} {'hyper ms':>8} {'decode ms':>9} {'bpp@0.5':>8} "
+          f"{'PSNR@0.5':>8} {'BD PSNR':>8} {'BD MS-SSIM':>10}")
+    for label, macs, hyper_ms, whole_ms, rd in rows:
+        mid = rd[QUALITIES.index(0.5)]
+        bds = [bd_rate([r["bpp"] for r in ref], [r[k] for r in ref], [r["bpp"] for r in rd],
+                       [r[k] for r in rd]) for k in ("psnr", "ms_ssim")]
+        print(f"{label:<26} {macs / 1e6:>8.1f} {hyper_ms:>8.3f} {whole_ms:>9.3f} {mid['bpp']:>8.4f} "
+              f"{mid['psnr']:>8.3f} {bds[0]:>+7.2f}% {bds[1]:>+9.2f}%")
+    print("\nper quality, bpp (PSNR):")
+    for i, q in enumerate(QUALITIES):
+        print(f"{q:>4.1f} " + "  ".join(f"{r[4][i]['bpp']:.4f} ({r[4][i]['psnr']:.2f})" for r in rows))
+
+
+if __name__ == "__main__":
+    main()
