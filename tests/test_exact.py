@@ -171,21 +171,34 @@ def test_verify_names_each_failing_file_and_counts_formats(tmp_path, codec, phot
 
 
 def test_scale_indexer_equals_binary_search_on_every_path(codec):
-    """The log-guess indexer (numpy on a CPU, torch elsewhere) against searchsorted, on the
-    packaged thresholds at and around every threshold, and on a table where the guess fails
-    (repeated thresholds), which must fall back to the binary search."""
+    """The bucket table (a CPU's path), the log-guess indexer (numpy, and torch as on other
+    devices) against searchsorted, on the packaged thresholds at and around every threshold; on
+    a table with repeated thresholds, where the log guess fails and must fall back to the binary
+    search; and on one the bucket table refuses (two values in one bucket)."""
     t = codec.exact.thresholds
     gen = torch.Generator().manual_seed(0)
     edges = t.clamp(max=2**24 - 1).float()
     acc = torch.cat([torch.randint(-2**24 + 1, 2**24, (t.shape[0], 3000), generator=gen).float(),
+                     torch.arange(-300, 300).float().expand(t.shape[0], -1),
                      edges, edges + 1, edges - 1], 1)
     expected = torch.searchsorted(t, acc.long().contiguous())
     indexer = eh._ScaleIndexer(t)
+    assert indexer._buckets is not None
     assert torch.equal(indexer(acc).long(), expected)
+    idx, ok = indexer._numpy(acc.numpy())
+    assert ok and np.array_equal(idx, expected.numpy())
     idx, ok = indexer._torch(acc)
     assert ok and torch.equal(idx, expected)
     flat = t.clone()
     flat[0, :10] = flat[0, 0]  # ten equal thresholds: the guess is off by more than one
     expected = torch.searchsorted(flat, acc.long().contiguous())
     assert not eh._ScaleIndexer(flat)._numpy(acc.numpy())[1]
+    assert eh._ScaleIndexer(flat)._buckets is not None  # equal values share a bucket
     assert torch.equal(eh._ScaleIndexer(flat)(acc).long(), expected)
+    close = t.clone()
+    close[1, 31] = close[1, 30] + 1  # one bucket, two values: no table (the row stays sorted)
+    assert bool((close[1, 1:] >= close[1, :-1]).all())
+    assert eh._BucketIndexer.build(close.numpy()) is None
+    assert eh._ScaleIndexer(close)._buckets is None
+    expected = torch.searchsorted(close, acc.long().contiguous())
+    assert torch.equal(eh._ScaleIndexer(close)(acc).long(), expected)
