@@ -42,7 +42,9 @@ def keep_freed_memory(mmap_mb: int = 256, trim_mb: int = 256) -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_mb << 20)) & bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_mb << 20))
+    took_mmap = bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_mb << 20))
+    took_trim = bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_mb << 20))
+    return took_mmap and took_trim
 
 
 def release_freed_memory() -> None:
