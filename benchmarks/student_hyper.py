@@ -65,7 +65,7 @@ def speed(codec, images: list, quality: float, batch: int) -> tuple[int, float, 
     for i in range(0, len(images), 16):
         data += codec.compress_batch(images[i:i + 16], quality)
     streams = codec._parse(data)
-    c, h, w = streams[0].header.latent_shape
+    _, h, w = streams[0].header.latent_shape
     zs = []
     for i in range(0, len(streams), batch):
         zs.append(_decode_z(t, streams[i:i + batch], (1, m.N, h // 4, w // 4))[1])

@@ -347,12 +347,12 @@ class _BucketIndexer:
         for ch in range(c):
             row = t[ch]
             below_lo, below_hi = np.searchsorted(row, lo), np.searchsorted(row, hi)
-            base[ch] = below_lo
-            for b in np.flatnonzero(below_hi > below_lo):
-                inside = row[below_lo[b]:below_hi[b]]
-                if (inside != inside[0]).any():
-                    return None
-                value[ch, b], inc[ch, b] = inside[0], len(inside)
+            base[ch], inc[ch] = below_lo, below_hi - below_lo
+            b = np.flatnonzero(below_hi > below_lo)
+            first, last = row[below_lo[b]], row[below_hi[b] - 1]  # the row is sorted
+            if (first != last).any():
+                return None
+            value[ch, b] = first
         return cls(base, value, inc)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
