@@ -23,6 +23,7 @@ import torch
 import mlcodec
 from mlcodec.bitstream import Bitstream, BitstreamError, unpack
 from mlcodec.data.shard_fields import decode_label, decode_target
+from mlcodec.verify import decode_each
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +84,14 @@ class DecodeStage:
                ready: dict[int, dict[str, Any] | None]) -> None:
         """Decode ``pending`` (sequence numbers, samples, unpacked bitstreams) together into
         ``ready``; if that fails, find the culprit(s) one by one (``None`` marks a skipped one)."""
-        try:
-            values = self._decode([bs for _, _, bs in pending])
-        except (BitstreamError, KeyError, ValueError):
-            values = None
-        if values is not None:
-            for (i, s, bs), v in zip(pending, values):
-                ready[i] = self._emit(s, bs, v)
-            return
-        for i, s, bs in pending:
-            try:
-                ready[i] = self._emit(s, bs, self._decode([bs])[0])
-            except (BitstreamError, KeyError, ValueError) as e:
+        values, _ = decode_each(self._decode, [bs for _, _, bs in pending],
+                                (BitstreamError, KeyError, ValueError))
+        for (i, s, bs), v in zip(pending, values):
+            if isinstance(v, Exception):
                 ready[i] = None
-                self._fail(s, e)
+                self._fail(s, v)
+            else:
+                ready[i] = self._emit(s, bs, v)
 
     def __call__(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Unpack each sample's bitstream (checking its CRC) as it arrives and queue it with

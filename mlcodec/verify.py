@@ -12,9 +12,10 @@ format-2 samples that pass here may still fail elsewhere (re-encode them with ``
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from tqdm import tqdm
@@ -22,6 +23,9 @@ from tqdm import tqdm
 from mlcodec.bitstream import PORTABLE_VERSIONS, Bitstream, BitstreamError, unpack
 from mlcodec.codecs.base import Codec
 from mlcodec.registry import codec_for, create_codec
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,27 @@ def verify(paths: Sequence[str | Path], codec: str | None = None, batch: int = 3
     return report
 
 
+def decode_each(decode: Callable[[list[T]], Sequence[R]], items: list[T],
+                errors: tuple[type[Exception], ...] = (BitstreamError, ValueError),
+                ) -> tuple[list[R | Exception], Exception | None]:
+    """``decode(items)`` together, as a loader batches them; where that raises one of ``errors``,
+    each item on its own, so that the items at fault are named. Returns each item's result or its
+    error, and the batch's error (None where the batch decoded: then no item was retried)."""
+    try:
+        return list(decode(items)), None
+    except errors as e:
+        if len(items) == 1:
+            return [e], e
+        batch_error = e
+    out: list[R | Exception] = []
+    for item in items:
+        try:
+            out.append(decode([item])[0])
+        except errors as e:
+            out.append(e)
+    return out, batch_error
+
+
 def _decode_batch(batch: list[tuple[_Item, Bitstream]], codecs: dict[int, Codec], spec: str | None,
                   report: VerifyReport) -> None:
     by_codec: dict[int, list[tuple[_Item, Bitstream]]] = {}
@@ -123,18 +148,9 @@ def _decode_batch(batch: list[tuple[_Item, Bitstream]], codecs: dict[int, Codec]
         except (BitstreamError, ValueError, FileNotFoundError, RuntimeError) as e:
             report.failures += [Failure(item.where, f"no codec to decode it: {e}") for item, _ in group]
             continue
-        try:
-            codecs[cid].decode_latents([bs for _, bs in group])
-            continue
-        except (BitstreamError, ValueError) as e:
-            if len(group) == 1:
-                report.failures.append(Failure(group[0][0].where, str(e)))
-                continue
-        alone = []
-        for item, bs in group:  # name the samples at fault
-            try:
-                codecs[cid].decode_latents([bs])
-            except (BitstreamError, ValueError) as e:
-                alone.append(Failure(item.where, str(e)))
-        report.failures += alone or [Failure(item.where, "fails when decoded in a batch with the "
-                                     "other samples listed here, decodes alone") for item, _ in group]
+        results, batch_error = decode_each(codecs[cid].decode_latents, [bs for _, bs in group])
+        failed = [Failure(item.where, str(r)) for (item, _), r in zip(group, results) if isinstance(r, Exception)]
+        if batch_error is not None and not failed:
+            failed = [Failure(item.where, "fails when decoded in a batch with the other samples listed "
+                              "here, decodes alone") for item, _ in group]
+        report.failures += failed

@@ -170,6 +170,50 @@ def test_verify_names_each_failing_file_and_counts_formats(tmp_path, codec, phot
     assert main(["-q", "verify", str(tmp_path)]) == 0
 
 
+def test_the_hyper_synthesis_in_row_chunks_equals_one_pass(codec, monkeypatch):
+    """Large images run the integer hyper-synthesis in chunks of hyper-latent rows with a halo of
+    the layers' reach (2 rows): integer arithmetic, so bit-identical to one pass; 1 row is not
+    enough (the test can tell)."""
+    import mlcodec.models.exact_hyper as eh
+
+    z = torch.randint(-6, 7, (2, 96, 41, 23), generator=torch.Generator().manual_seed(0)).int()
+    idx, means = codec._hyper(z, 0.5, rows=10_000)
+    assert idx.shape == means.shape == (2, 96, 164, 92)
+    for rows in (1, 3, 16):
+        a, b = codec._hyper(z, 0.5, rows=rows)
+        assert torch.equal(a, idx) and torch.equal(b, means)
+    monkeypatch.setattr(eh, "_reach", lambda k: 1)
+    a, b = codec._hyper(z, 0.5, rows=8)
+    assert not (torch.equal(a, idx) and torch.equal(b, means))
+
+
+def test_decode_each_retries_a_failed_batch_item_by_item():
+    """The loader's and verify's batch fallback: a batch that decodes is decoded once; one that
+    fails is retried item by item, naming the culprits, or none when each decodes alone."""
+    from mlcodec.bitstream import BitstreamError
+    from mlcodec.verify import decode_each
+
+    calls = []
+
+    def decode(items):
+        calls.append(list(items))
+        if "bad" in items or ("shy" in items and len(items) > 1):
+            raise BitstreamError(f"cannot decode {items}")
+        return [s.upper() for s in items]
+
+    assert decode_each(decode, ["a", "b"]) == (["A", "B"], None) and calls == [["a", "b"]]
+    calls.clear()
+    out, err = decode_each(decode, ["a", "bad", "c"])
+    assert out[0] == "A" and out[2] == "C" and isinstance(out[1], BitstreamError)
+    assert isinstance(err, BitstreamError) and calls == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]
+    out, err = decode_each(decode, ["shy", "a"])  # fails only together
+    assert out == ["SHY", "A"] and err is not None
+    out, err = decode_each(decode, ["bad"])
+    assert out == [err] and isinstance(err, BitstreamError)
+    with pytest.raises(KeyError):  # other errors are not caught
+        decode_each(lambda items: {}["x"], ["a"])
+
+
 def test_scale_indexer_equals_binary_search_on_every_path(codec):
     """The bucket table (a CPU's path), the log-guess indexer (numpy, and torch as on other
     devices) against searchsorted, on the packaged thresholds at and around every threshold; on

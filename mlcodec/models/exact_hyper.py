@@ -224,6 +224,21 @@ def _requant(acc: Tensor, mult: Tensor, mult_neg: Tensor, shift: int, limit: int
     return acc.mul_(m).add_(2.0 ** (shift - 1)).mul_(2.0**-shift).floor_().clamp_(-limit, limit)
 
 
+#: hyper-latent rows per chunk of the integer hyper-synthesis (8 = 512 image rows): at 4096 px a
+#: working set of 136 MB against 358 MB in one pass, for 12% more time in this step (BENCHMARKS.md)
+CHUNK_ROWS = 8
+
+
+def _reach(k: int) -> int:
+    """Hyper-latent rows beyond a chunk that its latent rows depend on: a k x k convolution reads
+    k // 2 rows, each 5x5 transposed convolution of stride 2 (padding 2, output padding 1) a
+    ceiling of half of that plus one (as ``mlcodec.tiling.halo_plan`` works it out). 2 for k <= 5."""
+    need = k // 2
+    for _ in range(2):
+        need = max((need + 2) // 2, 1 + (need + 1) // 2)
+    return need
+
+
 class ExactHyperSynthesis:
     """The fast integer hyper-synthesis of one model: ``(z symbols, quality) -> (indexes, means)``.
 
@@ -272,9 +287,31 @@ class ExactHyperSynthesis:
         return torch.mm(w, cols.permute(1, 0, 2).reshape(cols.shape[1], b * h * wd))
 
     @torch.no_grad()
-    def __call__(self, z_sym: Tensor, quality: float) -> tuple[Tensor, Tensor]:
+    def __call__(self, z_sym: Tensor, quality: float, rows: int = CHUNK_ROWS) -> tuple[Tensor, Tensor]:
         """Scale-table indexes (int32) and means (int32, units of 2^-MEAN_FRAC_BITS) of the latent,
-        ``(B, M, 4h, 4w)`` each, for integer hyper-latent symbols ``(B, N, h, w)``."""
+        ``(B, M, 4h, 4w)`` each, for integer hyper-latent symbols ``(B, N, h, w)``.
+
+        A hyper-latent taller than ``rows`` is run in chunks of ``rows`` rows, each with a halo of
+        the layers' reach (:func:`_reach`, 2 rows): integer arithmetic, so exactly the whole pass's values (tested), in a bounded working set
+        (the last layer's unfold alone is 226 MB for a 4096 px image in one pass)."""
+        h, halo = z_sym.shape[-2], _reach(self._k)
+        if h <= rows + halo:
+            return self._params(z_sym, quality)
+        out: tuple[Tensor, Tensor] | None = None
+        for r0 in range(0, h, rows):
+            a0, r1 = max(r0 - halo, 0), min(r0 + rows, h)
+            idx, means = self._params(z_sym[..., a0:min(r1 + halo, h), :], quality)
+            keep = slice(4 * (r0 - a0), 4 * (r1 - a0))
+            if out is None:
+                out = tuple(v.new_empty(*v.shape[:2], 4 * h, v.shape[-1]) for v in (idx, means))  # type: ignore[assignment]
+            assert out is not None
+            out[0][..., 4 * r0:4 * r1, :] = idx[..., keep, :]
+            out[1][..., 4 * r0:4 * r1, :] = means[..., keep, :]
+        assert out is not None
+        return out
+
+    def _params(self, z_sym: Tensor, quality: float) -> tuple[Tensor, Tensor]:
+        """:meth:`__call__` in one pass."""
         t = self.tables
         _, deconv0 = self.for_quality(quality)
         z = z_sym.to(self.device, self.dtype).clamp(-t.z_max, t.z_max)
