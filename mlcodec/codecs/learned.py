@@ -36,8 +36,9 @@ class LatentCodec(Codec):
     stride: int = 64
     #: format version written by ``compress_batch``; set 1 for readers older than version 2
     format_version: int = FORMAT_VERSION
-    #: the transforms run in tiles of this many latent pixels (x16 image pixels) with halos, so
-    #: memory follows the tile, not the image (:mod:`mlcodec.tiling`)
+    #: larger images than this many latent pixels (x16 image pixels) a side are streamed through
+    #: the transforms in bands of about tile x tile latent pixels, so memory follows the band,
+    #: not the image (:mod:`mlcodec.tiling`)
     tile: int = DEFAULT_TILE
 
     def __init__(self, config: CodecConfig, device: str = "cpu") -> None:
@@ -83,7 +84,7 @@ class LatentCodec(Codec):
     @torch.inference_mode()
     def compress_batch(self, images: Sequence[Any], quality: float = DEFAULT_QUALITY) -> list[bytes]:
         q = float(torch.tensor(check_quality(quality), dtype=torch.float32))  # as stored (f32)
-        # 8-bit sources stay uint8 levels: the transforms convert them tile by tile
+        # 8-bit sources stay uint8 levels: the transforms convert them band by band
         prepared = [to_tensor(im, what=f"image {i}", levels=True) for i, im in enumerate(images)]
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, (t, _) in enumerate(prepared):
