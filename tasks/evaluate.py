@@ -138,13 +138,16 @@ def evaluate_codecs(
         rows.append({"codec": "uncompressed", "quality": None, "bpp": 24.0, "domain": "pixel",
                      "model": ref.name, **score(lambda ims, sz: ref.predict(task, ims, sz), images)})
     jobs = [(c, q) for c in codecs for q in qualities]
+    made: dict[str, mlcodec.Codec] = {}  # one codec per name, for all its qualities
     bar = tqdm(jobs, desc=f"eval {task}", unit="point", disable=not progress)
     for name, q in bar:
         if name in skipped:
             continue
         bar.set_postfix(codec=name, quality=q)
         try:
-            codec = mlcodec.create_codec(name)
+            if name not in made:
+                made[name] = mlcodec.create_codec(name)
+            codec = made[name]
             datas = [d for r in batches for d in codec.compress_batch([images[i] for i in r], quality=q)]
         except RuntimeError as e:  # e.g. pretrained weights that need a download
             skipped[name] = str(e).splitlines()[0]

@@ -80,3 +80,27 @@ def test_demo_prints_what_it_did(tmp_path, capsys):
     assert "astronaut" in out and "PSNR" in out and "bpp" in out
     assert sorted(p.name for p in tmp_path.glob("*.mlc")) == ["astronaut.mlc", "chelsea.mlc", "coffee.mlc"]
     assert Image.open(tmp_path / "coffee.png").size[0] == 128
+
+
+def test_the_command_runs_as_a_module_and_prints_no_warnings(tmp_path, image_dir):
+    """``python -m mlcodec --version``, then ``compress`` and ``decode`` of clean images in fresh
+    processes, as users run them: nothing on stderr that is a warning (torch's, CompressAI's,
+    numpy's), and the flags work after the subcommand."""
+    import subprocess
+    import sys
+
+    import mlcodec
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mlcodec", *args], capture_output=True, text=True,
+                              timeout=600)
+
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"mlcodec {mlcodec.__version__}"
+    (image_dir / "notes.txt").unlink()
+    done = [run("compress", str(image_dir), "-o", str(tmp_path / "c"), "-q")]
+    done.append(run("decode", str(tmp_path / "c"), "-o", str(tmp_path / "d"), "-q"))
+    assert [r.returncode for r in done] == [0, 0], [r.stderr for r in done]
+    assert "bpp" in done[0].stdout and sorted(p.name for p in (tmp_path / "d").rglob("*.png")) == ["a.png", "b.png"]
+    for r in done:
+        assert "warn" not in r.stderr.lower(), r.stderr
