@@ -14,9 +14,9 @@ Per size it prints the bytes, PSNR, the sustained megapixels/s of compress and o
 round's peak RSS (and the peak before compressing: Python, torch, CompressAI, the codec and the
 photo). The last line compares the largest size with the first: the sustained ratio, the range of
 each round's ratio, and the ratio of best runs (which favours small sizes: the best of 30 runs of
-0.1 s against the best of 2 of 10 s). Images whose latent is larger than ``--tile`` latent pixels
-are streamed through the transforms in bands (``mlcodec.tiling``; a huge value runs every size in
-one pass).
+0.1 s against the best of 2 of 10 s). Images whose latent has more than ``--tile`` x ``--tile``
+pixels are streamed through the transforms in bands (``mlcodec.tiling``; a huge value runs every
+size in one pass).
 
     python benchmarks/large_images.py [--photo PATH] [--sizes 512,1024,2048,4096] [--rounds 3]
 """
@@ -93,7 +93,8 @@ def main() -> None:
     ap.add_argument("--photo", default=PHOTO)
     ap.add_argument("--sizes", default="512,1024,2048,4096")
     ap.add_argument("--tile", type=int, default=DEFAULT_TILE,
-                    help="largest latent side run in one pass; larger images are streamed in bands")
+                    help="images of at most TILE x TILE latent pixels run in one pass; larger ones are "
+                         "streamed in bands")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3, help="turns each size takes (a fresh process each)")
     ap.add_argument("--repeat", type=int, default=2, help="least timed runs per process")
@@ -110,7 +111,7 @@ def main() -> None:
         return
     sizes = [int(v) for v in args.sizes.split(",")]
     print(f"photo {args.photo if os.path.exists(args.photo) else '(procedural)'}, quality 0.5, "
-          f"one pass up to {args.tile} latent px, {args.threads} threads, {args.rounds} rounds, "
+          f"one pass up to {args.tile}x{args.tile} latent px, {args.threads} threads, {args.rounds} rounds, "
           f"{'glibc default allocator' if args.default_allocator else 'keep_freed_memory()'}")
     rounds = [{size: _child(args, size) for size in sizes} for _ in range(args.rounds)]
     print(f"\n{'':>23} {'sustained MP/s':>17} {'best run MP/s':>17}")

@@ -5,7 +5,7 @@ convolutions (``g_s``) of stride 2, four of each, with pointwise GDN between the
 depends on the input pixels within 30 of its position, and an output pixel on the latent pixels
 within 2 of its position (:func:`halo_plan` works these reaches out per layer).
 
-An image whose latent fits in ``tile`` x ``tile`` latent pixels runs in one pass. A larger one is
+An image whose latent has at most ``tile`` x ``tile`` pixels runs in one pass. A larger one is
 **streamed by rows**: its input is read a band of rows at a time, and every convolution keeps
 the few input rows its next output rows read (:class:`_RowConv`), adding the zero rows of its
 padding at the image's top and bottom. Rows are computed once each, the result equals one
@@ -45,10 +45,12 @@ from torch import Tensor, nn
 from mlcodec.allocator import release_freed_memory
 from mlcodec.imageio import as_float
 
-#: images whose latent fits in a tile (32 latent px = 512 px) run in one pass; larger ones are
-#: streamed in bands of DEFAULT_BAND latent pixels, in strips with halos of 2 latent px where
-#: wider than DEFAULT_STRIP
-DEFAULT_TILE = 32
+#: images whose latent has at most DEFAULT_TILE² pixels (1,936: 704x704 px, 640x480 px) run in one
+#: pass; larger ones are streamed in bands of DEFAULT_BAND latent pixels, in strips with halos of 2
+#: latent px where wider than DEFAULT_STRIP. benchmarks/streaming.py, two runs: up to 1,936 latent
+#: px the whole pass took 2-13% less time (its synthesis is faster, its analysis slower), at 2,048
+#: and 2,080 either won, from 3,072 (768x1024 px) on streaming took 12-17% less (BENCHMARKS.md)
+DEFAULT_TILE = 44
 DEFAULT_HALO = 2
 #: widest strip, in latent pixels (4096 px): wider images are streamed in strips with halos
 DEFAULT_STRIP = 256
@@ -323,11 +325,11 @@ def tiled_analysis(g_a: Callable[[Tensor], Tensor], x: Tensor, stride: int = 16,
                    tile: int = DEFAULT_TILE, halo: int = DEFAULT_HALO,
                    strip: int = DEFAULT_STRIP, band: int = DEFAULT_BAND) -> Tensor:
     """``g_a(x)`` for ``x`` ``(B, 3, H, W)`` (float in [0, 1] or uint8 levels) with ``H, W``
-    multiples of ``stride``: in one pass when the latent fits in ``tile`` x ``tile``, else
+    multiples of ``stride``: in one pass when the latent has at most ``tile`` x ``tile`` pixels, else
     streamed by rows in strips of at most ``strip`` latent columns (with ``halo`` on each side), a
     band of about ``band`` latent pixels (2 to 4 rows) at a time."""
     h, w = x.shape[-2] // stride, x.shape[-1] // stride
-    if h <= tile and w <= tile:
+    if h * w <= tile * tile:
         return lean_forward(g_a, as_float(x))
     if not _streamable(g_a):
         return _tiled(g_a, x, stride, 1, tile, halo, lambda v: v)
@@ -359,11 +361,11 @@ def tiled_synthesis(g_s: Callable[[Tensor], Tensor], y: Tensor, stride: int = 16
                     tile: int = DEFAULT_TILE, halo: int = DEFAULT_HALO,
                     post: Callable[[Tensor], Tensor] = to_uint8, strip: int = DEFAULT_STRIP,
                     band: int = DEFAULT_BAND) -> Tensor:
-    """``post(g_s(y))`` for a latent ``(B, C, h, w)``: in one pass when it fits in ``tile`` x
-    ``tile``, else streamed as :func:`tiled_analysis` streams; ``post`` (by default: to uint8
+    """``post(g_s(y))`` for a latent ``(B, C, h, w)``: in one pass when it has at most ``tile`` x
+    ``tile`` pixels, else streamed as :func:`tiled_analysis` streams; ``post`` (by default: to uint8
     levels) runs on each band, so only its result is held for the whole image."""
     h, w = y.shape[-2:]
-    if h <= tile and w <= tile:
+    if h * w <= tile * tile:
         return post(lean_forward(g_s, y))
     if not _streamable(g_s):
         return _tiled(g_s, y, 1, stride, tile, halo, post)

@@ -36,9 +36,9 @@ class LatentCodec(Codec):
     stride: int = 64
     #: format version written by ``compress_batch``; set 1 for readers older than version 2
     format_version: int = FORMAT_VERSION
-    #: larger images than this many latent pixels (x16 image pixels) a side are streamed through
-    #: the transforms in bands of about tile x tile latent pixels, so memory follows the band,
-    #: not the image (:mod:`mlcodec.tiling`)
+    #: images whose latent has more than tile x tile pixels (x256 image pixels) are streamed
+    #: through the transforms in bands of rows, so memory follows the band, not the image
+    #: (:mod:`mlcodec.tiling`)
     tile: int = DEFAULT_TILE
 
     def __init__(self, config: CodecConfig, device: str = "cpu") -> None:
