@@ -258,7 +258,8 @@ class _RowConv:
             out = F.conv2d(F.pad(seg, (before, after)), self.weight, self.bias, stride=self.stride)
         self.done += n
         drop = self.stride * self.done - self.first
-        self.buf, self.first = buf[..., drop:, :], self.first + drop
+        # a copy of the few kept rows, so the band they came from is freed now
+        self.buf, self.first = buf[..., drop:, :].clone(), self.first + drop
         return F.pixel_shuffle(out, self.shuffle) if self.shuffle > 1 else out
 
 
