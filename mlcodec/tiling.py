@@ -266,8 +266,10 @@ class _RowConv:
 def _streamable(transform: Callable[[Tensor], Tensor]) -> bool:
     """A stack that :func:`_stream` can run: plain convolutions (transposed ones in sub-pixel
     form) and pointwise layers."""
-    return halo_plan(transform) is not None and all(
-        not (isinstance(m, nn.ConvTranspose2d) and _subpixel_weight(m) is None) for m in transform)  # type: ignore[attr-defined]
+    if halo_plan(transform) is None:
+        return False
+    assert isinstance(transform, nn.Sequential)
+    return all(not isinstance(m, nn.ConvTranspose2d) or _subpixel_weight(m) is not None for m in transform)
 
 
 def _stream(transform: nn.Sequential, x: Tensor, keep: slice, res: int, band: int,
@@ -347,7 +349,8 @@ def tiled_analysis(g_a: Callable[[Tensor], Tensor], x: Tensor, stride: int = 16,
             out[..., row:row + y.shape[-2], c0:c0 + y.shape[-1]] = y
             row += y.shape[-2]
 
-        _stream(g_a, x[..., _scaled(cols, stride)], keep, stride, _band_rows(band, keep.stop - keep.start), emit)
+        rows = _band_rows(band, keep.stop - keep.start)
+        _stream(g_a, x[..., _scaled(cols, stride)], keep, stride, rows, emit)
     assert out is not None
     release_freed_memory()
     return out

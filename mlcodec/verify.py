@@ -149,7 +149,8 @@ def _decode_batch(batch: list[tuple[_Item, Bitstream]], codecs: dict[int, Codec]
             report.failures += [Failure(item.where, f"no codec to decode it: {e}") for item, _ in group]
             continue
         results, batch_error = decode_each(codecs[cid].decode_latents, [bs for _, bs in group])
-        failed = [Failure(item.where, str(r)) for (item, _), r in zip(group, results) if isinstance(r, Exception)]
+        failed = [Failure(item.where, str(r)) for (item, _), r in zip(group, results)
+                  if isinstance(r, Exception)]
         if batch_error is not None and not failed:
             failed = [Failure(item.where, "fails when decoded in a batch with the other samples listed "
                               "here, decodes alone") for item, _ in group]

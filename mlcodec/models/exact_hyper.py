@@ -292,8 +292,9 @@ class ExactHyperSynthesis:
         ``(B, M, 4h, 4w)`` each, for integer hyper-latent symbols ``(B, N, h, w)``.
 
         A hyper-latent taller than ``rows`` is run in chunks of ``rows`` rows, each with a halo of
-        the layers' reach (:func:`_reach`, 2 rows): integer arithmetic, so exactly the whole pass's values (tested), in a bounded working set
-        (the last layer's unfold alone is 226 MB for a 4096 px image in one pass)."""
+        the layers' reach (:func:`_reach`, 2 rows): integer arithmetic, so exactly the whole
+        pass's values (tested), in a bounded working set (the last layer's unfold alone is 226 MB
+        for a 4096 px image in one pass)."""
         h, halo = z_sym.shape[-2], _reach(self._k)
         if h <= rows + halo:
             return self._params(z_sym, quality)
@@ -303,7 +304,8 @@ class ExactHyperSynthesis:
             idx, means = self._params(z_sym[..., a0:min(r1 + halo, h), :], quality)
             keep = slice(4 * (r0 - a0), 4 * (r1 - a0))
             if out is None:
-                out = tuple(v.new_empty(*v.shape[:2], 4 * h, v.shape[-1]) for v in (idx, means))  # type: ignore[assignment]
+                out = (idx.new_empty(*idx.shape[:2], 4 * h, idx.shape[-1]),
+                       means.new_empty(*means.shape[:2], 4 * h, means.shape[-1]))
             assert out is not None
             out[0][..., 4 * r0:4 * r1, :] = idx[..., keep, :]
             out[1][..., 4 * r0:4 * r1, :] = means[..., keep, :]
