@@ -110,21 +110,29 @@ def _apply(layer: nn.Module, x: Tensor) -> Tensor:
     return layer(x)
 
 
-def _subpixel_weight(layer: nn.ConvTranspose2d) -> tuple[Tensor, int, int] | None:
+def _has_subpixel_form(layer: nn.Module) -> bool:
+    """Whether a transposed convolution has a sub-pixel form (:func:`_subpixel_weight`): a plain
+    geometry (:func:`_geometry`) and an output exactly ``stride`` times its input."""
+    geo = _geometry(layer)
+    if geo is None or not geo[3]:
+        return False
+    k, s, p, _ = geo
+    op = layer.output_padding  # type: ignore[union-attr]
+    return k + op[0] - 2 * p == s and op[0] == op[1]
+
+
+def _subpixel_weight(layer: nn.ConvTranspose2d) -> tuple[Tensor, Tensor | None, int, int] | None:
     """The transposed convolution as a stride-1 convolution followed by ``pixel_shuffle`` (the
-    sub-pixel form): ``(weight, pad_before, pad_after)``, or None where the layer's output is not
-    exactly ``stride`` times its input or its geometry is not plain (:func:`_geometry`).
+    sub-pixel form): ``(weight, bias, pad_before, pad_after)``, or None where it has none
+    (:func:`_has_subpixel_form`).
 
     Output pixel ``o = s*m + r`` takes input ``i`` through kernel tap ``o + p - s*i``; for each
     phase ``r`` those taps form a small stride-1 kernel. The same products summed in another
     order, so equal up to float rounding, and oneDNN runs the convolution faster than the
     transposed one (BENCHMARKS.md, "Large images")."""
-    geo = _geometry(layer)
-    if geo is None:
+    if not _has_subpixel_form(layer):
         return None
-    k, s, p, _ = geo
-    if k + layer.output_padding[0] - 2 * p != s or layer.output_padding[0] != layer.output_padding[1]:
-        return None
+    k, s, p, _ = _geometry(layer)  # type: ignore[misc]
     # phase r uses taps kk = r + p + s*t, t in [lo, hi], reading input i = m - t
     lo = min(-((r + p) // s) for r in range(s))
     hi = max((k - 1 - r - p) // s for r in range(s))
@@ -140,7 +148,8 @@ def _subpixel_weight(layer: nn.ConvTranspose2d) -> tuple[Tensor, int, int] | Non
                     if 0 <= ky < k and 0 <= kx < k:
                         # input m - t sits at offset hi - t of the window that starts at m - hi
                         w[:, ry, rx, :, hi - ty, hi - tx] = w_t[:, :, ky, kx].T
-    return w.reshape(c_out * s * s, c_in, size, size), hi, -lo
+    bias = None if layer.bias is None else layer.bias.detach().repeat_interleave(s * s)
+    return w.reshape(c_out * s * s, c_in, size, size), bias, hi, -lo
 
 
 def _conv_transpose(layer: nn.ConvTranspose2d, x: Tensor) -> Tensor:
@@ -148,12 +157,10 @@ def _conv_transpose(layer: nn.ConvTranspose2d, x: Tensor) -> Tensor:
     form = _subpixel_weight(layer)
     if form is None:
         return layer(x)
-    w, before, after = form
-    s = layer.stride[0]
-    bias = None if layer.bias is None else layer.bias.detach().repeat_interleave(s * s)
-    if before == after:
-        return F.pixel_shuffle(F.conv2d(x, w, bias, padding=before), s)
-    return F.pixel_shuffle(F.conv2d(F.pad(x, (before, after, before, after)), w, bias), s)
+    w, bias, before, after = form
+    if before != after:
+        x, before = F.pad(x, (before, after, before, after)), 0
+    return F.pixel_shuffle(F.conv2d(x, w, bias, padding=before), layer.stride[0])
 
 
 #: layers that act on each pixel alone: a tile's halo passes through them unchanged
@@ -222,9 +229,8 @@ class _RowConv:
         k, s, p, transposed = _geometry(layer)  # type: ignore[misc]
         self.shuffle = 1
         if transposed:
-            w, before, after = _subpixel_weight(layer)  # type: ignore[misc]
+            w, bias, before, after = _subpixel_weight(layer)  # type: ignore[misc]
             self.shuffle, self.stride = s, 1
-            bias = None if layer.bias is None else layer.bias.detach().repeat_interleave(s * s)
         else:
             w, before, after, self.stride = layer.weight.detach(), p, p, s
             bias = None if layer.bias is None else layer.bias.detach()
@@ -269,7 +275,7 @@ def _streamable(transform: Callable[[Tensor], Tensor]) -> bool:
     if halo_plan(transform) is None:
         return False
     assert isinstance(transform, nn.Sequential)
-    return all(not isinstance(m, nn.ConvTranspose2d) or _subpixel_weight(m) is not None for m in transform)
+    return all(not isinstance(m, nn.ConvTranspose2d) or _has_subpixel_form(m) for m in transform)
 
 
 def _stream(transform: nn.Sequential, x: Tensor, keep: slice, res: int, band: int,
