@@ -2,16 +2,16 @@
 
 PyTorch's CPU tensors come from ``malloc``. glibc serves a request above its mmap threshold (32 MB
 at most, by default) with a fresh ``mmap``, and gives a freed heap top above its trim threshold
-back to the kernel. A transform run tile by tile (:mod:`mlcodec.tiling`) allocates and frees
-tens of megabytes of activations per layer and tile, so with the defaults every tile faults its
-buffers in again, and the kernel zeroes each page: at 4096x4096 px that was about a third of the
-time of ``compress`` and ``decompress`` (millions of minor page faults, BENCHMARKS.md, "Large
-images").
+back to the kernel. A transform streamed band by band (:mod:`mlcodec.tiling`) allocates and frees
+tens of megabytes of activations per layer and band, so with the defaults every band faults its
+buffers in again, and the kernel zeroes each page: with the square tiles of an earlier version, at
+4096x4096 px that was about a third of the time of ``compress`` and ``decompress`` (millions of
+minor page faults, BENCHMARKS.md, "Large images").
 
 :func:`keep_freed_memory` raises both thresholds, so those buffers come from the heap and are
 reused. It changes the whole process, so the library never calls it on import: the ``mlcodec``
 command calls it at start (it owns its process), and a program that codes large images can call
-it once itself. Peak memory stays bounded by the largest tile's working set plus at most
+it once itself. Peak memory stays bounded by the largest band's working set plus at most
 ``trim_mb`` of freed memory kept. Without glibc (musl, macOS, Windows) it does nothing.
 """
 
@@ -48,9 +48,9 @@ def keep_freed_memory(mmap_mb: int = 256, trim_mb: int = 256) -> bool:
 
 
 def release_freed_memory() -> None:
-    """Give the freed heap back to the kernel (glibc ``malloc_trim``): the tiled transforms call
-    it when they finish, so what :func:`keep_freed_memory` kept for their tiles does not add to the
-    next step's peak. Cheap, and harmless without :func:`keep_freed_memory`."""
+    """Give the freed heap back to the kernel (glibc ``malloc_trim``): the streamed transforms call
+    it when they start and finish, so what :func:`keep_freed_memory` kept for earlier steps or for
+    their bands does not add to the next step's peak. Cheap, and harmless without :func:`keep_freed_memory`."""
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)

@@ -499,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         setattr(args, flag, getattr(args, flag, False))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    keep_freed_memory()  # the command owns its process: reuse tiles' buffers (mlcodec.allocator)
+    keep_freed_memory()  # the command owns its process: reuse bands' buffers (mlcodec.allocator)
     try:
         return int(args.func(args))
     except (CliError, ValueError, FileNotFoundError) as e:  # BitstreamError is a ValueError

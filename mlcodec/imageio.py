@@ -77,7 +77,7 @@ def to_tensor(image: object, what: str = "image", levels: bool = False) -> tuple
     """Convert one image to a ``3xHxW`` float32 tensor in [0, 1] and its source mode (RGB/L).
 
     With ``levels``, 8-bit RGB and grayscale sources come back as uint8 levels instead (a quarter
-    of the memory; :func:`as_float` converts them, e.g. tile by tile); other sources as float.
+    of the memory; :func:`as_float` converts them, e.g. band by band); other sources as float.
     """
     if isinstance(image, Image.Image):
         return _from_pil(image, what, levels)
