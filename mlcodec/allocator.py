@@ -50,7 +50,8 @@ def keep_freed_memory(mmap_mb: int = 256, trim_mb: int = 256) -> bool:
 def release_freed_memory() -> None:
     """Give the freed heap back to the kernel (glibc ``malloc_trim``): the streamed transforms call
     it when they start and finish, so what :func:`keep_freed_memory` kept for earlier steps or for
-    their bands does not add to the next step's peak. Cheap, and harmless without :func:`keep_freed_memory`."""
+    their bands does not add to the next step's peak. Cheap, and harmless without
+    :func:`keep_freed_memory`."""
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
