@@ -342,24 +342,7 @@ def tiled_analysis(g_a: Callable[[Tensor], Tensor], x: Tensor, stride: int = 16,
         return lean_forward(g_a, as_float(x))
     if not _streamable(g_a):
         return _tiled(g_a, x, stride, 1, tile, halo, lambda v: v)
-    assert isinstance(g_a, nn.Sequential)
-    release_freed_memory()  # what earlier steps left in the heap, so the bands start from a lean one
-    out: Tensor | None = None
-    for cols, keep in _strips(w, strip, halo):
-        c0, row = cols.start + keep.start, 0
-
-        def emit(y: Tensor) -> None:
-            nonlocal out, row
-            if out is None:
-                out = y.new_empty(*y.shape[:2], h, w)
-            out[..., row:row + y.shape[-2], c0:c0 + y.shape[-1]] = y
-            row += y.shape[-2]
-
-        rows = _band_rows(band, keep.stop - keep.start)
-        _stream(g_a, x[..., _scaled(cols, stride)], keep, stride, rows, emit)
-    assert out is not None
-    release_freed_memory()
-    return out
+    return _streamed(g_a, x, stride, 1, strip, halo, band, lambda v: v)
 
 
 def to_uint8(x: Tensor) -> Tensor:
@@ -379,21 +362,30 @@ def tiled_synthesis(g_s: Callable[[Tensor], Tensor], y: Tensor, stride: int = 16
         return post(lean_forward(g_s, y))
     if not _streamable(g_s):
         return _tiled(g_s, y, 1, stride, tile, halo, post)
-    assert isinstance(g_s, nn.Sequential)
-    release_freed_memory()  # what entropy decoding left in the heap, so the bands start from a lean one
+    return _streamed(g_s, y, 1, stride, strip, halo, band, post)
+
+
+def _streamed(transform: Callable[[Tensor], Tensor], x: Tensor, res: int, out_res: int, strip: int,
+              halo: int, band: int, post: Callable[[Tensor], Tensor]) -> Tensor:
+    """``post(transform(x))`` streamed (:func:`_stream`) in strips of at most ``strip`` latent
+    columns; ``x`` has ``res`` pixels per latent pixel, the output ``out_res``."""
+    assert isinstance(transform, nn.Sequential)
+    h, w = x.shape[-2] // res, x.shape[-1] // res
+    release_freed_memory()  # what earlier steps left in the heap, so the bands start from a lean one
     out: Tensor | None = None
     for cols, keep in _strips(w, strip, halo):
-        c0, row = (cols.start + keep.start) * stride, 0
+        c0, row = (cols.start + keep.start) * out_res, 0
 
-        def emit(x: Tensor) -> None:
+        def emit(t: Tensor) -> None:
             nonlocal out, row
-            x = post(x)
+            t = post(t)
             if out is None:
-                out = x.new_empty(*x.shape[:2], h * stride, w * stride)
-            out[..., row:row + x.shape[-2], c0:c0 + x.shape[-1]] = x
-            row += x.shape[-2]
+                out = t.new_empty(*t.shape[:2], h * out_res, w * out_res)
+            out[..., row:row + t.shape[-2], c0:c0 + t.shape[-1]] = t
+            row += t.shape[-2]
 
-        _stream(g_s, y[..., cols], keep, 1, _band_rows(band, keep.stop - keep.start), emit)
+        rows = _band_rows(band, keep.stop - keep.start)
+        _stream(transform, x[..., _scaled(cols, res)], keep, res, rows, emit)
     assert out is not None
     release_freed_memory()
     return out
