@@ -5,7 +5,8 @@ ToTensor. This script measures, per 256x256 image on one thread, JPEG decode + T
 stage of ``mlcodec-hyperprior``'s format-3 latent decode in batches (as the loader runs it):
 unpacking, ``z`` decoding, the integer hyper-synthesis (scale indexes and means; with the float
 hyper-synthesis + scale indexes of format 2 beside it, and the multiply-accumulate count),
-``y`` decoding (rANS and the list/array conversions around CompressAI's coder) and the
+``y`` decoding (rANS with the array-level reader of ``mlcodec.rans``; beside it, the same
+symbols through CompressAI's list-based ``RansDecoder``, as releases before read them) and the
 dequantization. The budget line is half of JPEG's time; the webdataset pipeline's own cost comes
 on top of every row.
 
@@ -21,13 +22,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
 import mlcodec
 from mlcodec.bitstream import unpack
-from mlcodec.codecs.hyperprior import _decode_y, _decode_z
+from mlcodec.codecs.hyperprior import SKIP_INDEX, _decode_y, _decode_z
+from mlcodec.entropy import _used_tables
 
 from loader_throughput import crops  # same crops as the loader benchmark
 
@@ -121,7 +124,23 @@ def main() -> None:
             ("z: rANS decode (factorized)", per_image_ms(stage_z, args.n)),
             ("integer hyper-synthesis (format 3)", per_image_ms(stage_exact, args.n)),
         ]
-        rows.append(("y: rANS decode + conversions", per_image_ms(stage_y, args.n) - rows[1][1]))
+        rows.append(("y: rANS decode (array reader)", per_image_ms(stage_y, args.n) - rows[1][1]))
+        from compressai.ans import RansDecoder
+
+        def stage_zy_lists():  # z and y through CompressAI's reader: lists in, a list out
+            for s, (idx, _) in zip(streams, exact_out):
+                idx = idx.numpy()
+                for k, bs in enumerate(s):
+                    dec = RansDecoder()
+                    dec.set_stream(bs.strings[0])
+                    dec.decode_stream(*_used_tables(z_idx_all, t.z))
+                    coded = idx[k][idx[k] > SKIP_INDEX[3]]
+                    np.fromiter(dec.decode_stream(*_used_tables(coded, t.y)), np.int32, coded.size)
+
+        z_idx_all = np.repeat(np.arange(z_shape[1], dtype=np.int32), z_shape[2] * z_shape[3])
+        zy_lists = per_image_ms(stage_zy_lists, args.n)
+        rows.append(("(z + y: CompressAI's list reader)", zy_lists))
+        rows.append(("(z + y: array reader)", rows[1][1] + rows[-2][1]))
         rows.append(("dequantize (float64, exact)", per_image_ms(
             lambda: [hyper.dequantize(y, mu, quality) for y, (_, mu) in zip(y_syms, exact_out)], args.n)))
         rows.append(("whole decode_latents", per_image_ms(lambda: [codec.decode_latents(s) for s in streams],

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 import mlcodec
+from mlcodec import rans
 from mlcodec.bitstream import Bitstream, BitstreamError, unpack
 from mlcodec.data.shard_fields import decode_label, decode_target
 from mlcodec.verify import decode_each
@@ -45,6 +46,7 @@ class DecodeStage:
         self.on_error, self.device = on_error, device
         self.skipped = 0
         self._codecs: dict[int, mlcodec.Codec] = {}
+        rans.load()  # here, so that forked DataLoader workers inherit the compiled entropy decoder
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_codecs": {}}  # codecs are rebuilt in each worker

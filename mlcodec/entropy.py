@@ -1,14 +1,17 @@
-"""Range coding with CompressAI's rANS coder and cached CDF tables.
+"""Range coding: CompressAI's rANS encoder, an array-level reader of its streams, cached CDF tables.
 
 CompressAI's ``EntropyModel.compress``/``decompress`` rebuild Python lists of the whole CDF table
 (``_quantized_cdf.tolist()``) on every call, which dominates per-image decode time. Here the
 tables are converted once per codec (:class:`CdfTables`) and the hyper-latent ``z`` and the
-latent ``y`` are written into one rANS stream (``BufferedRansEncoder``), decoded in the same order
-(``RansDecoder.decode_stream``), so an image is one string and one coder set-up.
+latent ``y`` are written into one rANS stream (``BufferedRansEncoder``), decoded in the same order,
+so an image is one string and one coder set-up.
 
-The coder copies every CDF it is handed from Python into C++ on each call, so each call is given
-only the tables its symbols use (rows trimmed to their length, indexes remapped): the copy then
-scales with what an image needs, not with the size of the scale table.
+Writing: the encoder copies every CDF it is handed from Python into C++ on each call, so each
+call is given only the tables its symbols use (rows trimmed to their length, indexes remapped):
+the copy then scales with what an image needs, not with the size of the scale table.
+
+Reading: :class:`StreamDecoder` reads the same streams with :mod:`mlcodec.rans` (numpy arrays
+in and out, no lists), which tests hold equal to CompressAI's ``RansDecoder``.
 """
 
 from __future__ import annotations
@@ -18,28 +21,35 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.ans import BufferedRansEncoder
 from compressai.entropy_models import EntropyModel
+
+from .rans import ArrayRansDecoder, RansError
+
+__all__ = ["CdfTables", "RansError", "StreamDecoder", "encode"]
 
 
 @dataclass(frozen=True)
 class CdfTables:
-    """The quantized CDFs, their lengths and offsets of one entropy model, as Python lists."""
+    """The quantized CDFs, their lengths and offsets of one entropy model: as Python lists for
+    CompressAI's encoder, as int32 arrays (one padded row per CDF) for the reader."""
 
     cdfs: list[list[int]]
     lengths: list[int]
     offsets: list[int]
+    cdf_array: np.ndarray
+    length_array: np.ndarray
+    offset_array: np.ndarray
 
     @classmethod
     def from_model(cls, em: EntropyModel) -> CdfTables:
         if em._quantized_cdf.numel() == 0:
             raise RuntimeError("Entropy model has no CDF tables: call codec.update() first")
-        lengths = em._cdf_length.reshape(-1).int().tolist()
-        return cls(
-            [row[:n] for row, n in zip(em._quantized_cdf.tolist(), lengths)],
-            lengths,
-            em._offset.reshape(-1).int().tolist(),
-        )
+        cdf = np.ascontiguousarray(em._quantized_cdf.numpy(), dtype=np.int32)
+        lengths = np.ascontiguousarray(em._cdf_length.reshape(-1).numpy(), dtype=np.int32)
+        offsets = np.ascontiguousarray(em._offset.reshape(-1).numpy(), dtype=np.int32)
+        return cls([row[:n] for row, n in zip(cdf.tolist(), lengths.tolist())], lengths.tolist(),
+                   offsets.tolist(), cdf, lengths, offsets)
 
 
 def encode(parts: Sequence[tuple[torch.Tensor, torch.Tensor, CdfTables]]) -> bytes:
@@ -66,18 +76,15 @@ def _used_tables(indexes: torch.Tensor | np.ndarray, tables: CdfTables):
 
 
 class StreamDecoder:
-    """Decodes the parts of one string in the order they were encoded."""
+    """Decodes the parts of one string in the order they were encoded. A damaged string raises
+    :class:`RansError` (it does not read past its end)."""
 
     def __init__(self, string: bytes) -> None:
-        self._dec = RansDecoder()
-        self._dec.set_stream(string)
+        self._dec = ArrayRansDecoder(string)
 
     def decode(self, indexes: torch.Tensor, tables: CdfTables) -> torch.Tensor:
         return torch.from_numpy(self.decode_array(indexes.numpy(), tables)).reshape(indexes.shape)
 
     def decode_array(self, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
         """The next ``indexes.size`` symbols as a flat int32 array (``indexes`` pick their CDFs)."""
-        if indexes.size == 0:
-            return np.zeros(0, dtype=np.int32)
-        return np.fromiter(self._dec.decode_stream(*_used_tables(indexes, tables)), np.int32,
-                           indexes.size)
+        return self._dec.decode(indexes, tables.cdf_array, tables.length_array, tables.offset_array)

@@ -272,5 +272,6 @@ def test_a_desynchronised_decoder_is_caught_by_the_symbol_checksum(photo, monkey
         return idx
 
     monkeypatch.setattr(tables, "scale_indexes", off_by_one)
-    with pytest.raises(mlcodec.BitstreamError, match="fails its checksum"):
+    # garbage either fails the checksum or runs out of words first; both name the likely cause
+    with pytest.raises(mlcodec.BitstreamError, match="other entropy-model scales"):
         codec.decode_latent(data)

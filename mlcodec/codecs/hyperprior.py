@@ -97,9 +97,15 @@ def _decode_z(tables: _CoderTables, streams: Sequence[Bitstream], z_shape: tuple
         if len(bs.strings) != expected:
             raise BitstreamError(f"bitstream {i}: format {bs.header.version} has {expected} "
                                  f"string(s), this one {len(bs.strings)}")
-    decoders = [entropy.StreamDecoder(bs.strings[0]) for bs in streams]
     z_idx = _channel_indexes(torch.Size(z_shape))
-    return decoders, torch.stack([d.decode(z_idx[0], tables.z) for d in decoders])
+    decoders, z = [], []
+    for i, bs in enumerate(streams):
+        try:
+            decoders.append(entropy.StreamDecoder(bs.strings[0]))
+            z.append(decoders[-1].decode(z_idx[0], tables.z))
+        except entropy.RansError as e:
+            raise BitstreamError(f"bitstream {i}: hyper-latent: {e}") from None
+    return decoders, torch.stack(z)
 
 
 def _decode_y(tables: _CoderTables, decoders: list[entropy.StreamDecoder], y_idx: torch.Tensor,
@@ -115,13 +121,17 @@ def _decode_y(tables: _CoderTables, decoders: list[entropy.StreamDecoder], y_idx
     coded = idx > SKIP_INDEX[version]
     y_sym = np.zeros(idx.shape, dtype=np.int32)
     for i, d in enumerate(decoders):
-        values = d.decode_array(idx[i][coded[i]], tables.y)
-        if version >= 2 and _symbol_checksum(values) != streams[i].strings[1]:
+        try:
+            values = d.decode_array(idx[i][coded[i]], tables.y)
+            ok = version < 2 or _symbol_checksum(values) == streams[i].strings[1]
+            why = "fails its checksum"
+        except entropy.RansError as e:  # a desynchronised stream may run out of words first
+            ok, why = False, f"does not decode ({e})"
+        if not ok:
             if version >= 3:
-                raise BitstreamError(f"bitstream {i}: the decoded latent fails its checksum: "
-                                     f"the stream is damaged (its CRC passed)")
+                raise BitstreamError(f"bitstream {i}: the latent {why}: the stream is damaged (its CRC passed)")
             raise BitstreamError(
-                f"bitstream {i}: the decoded latent fails its checksum: this machine computed "
+                f"bitstream {i}: the latent {why}: this machine computed "
                 f"other entropy-model scales than the encoder did (format {version} uses a "
                 f"floating-point hyperprior: e.g. another thread count, CPU or device); decode "
                 f"it where it was encoded, or re-encode the data in format 3 (mlcodec reencode)"
