@@ -247,8 +247,28 @@ def train_head(
     out = Path(out)
     ckpt = out / f"{name}.safetensors"
     result = TrainResult(name, str(ckpt), spec.to_json(), lr, weight_decay)
-    elapsed, best = 0.0, -1.0
-    for epoch in range(1, epochs + 1):
+    elapsed, best, start = 0.0, -1.0, 1
+    # a run killed between epochs resumes from its last finished epoch, as if never stopped
+    resume = out / f"{name}.resume.pt"
+    run = {"task": task, "head": name, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+           "weight_decay": weight_decay, "seed": seed, "augment": augment, "stem": stem,
+           "label_key": label_key, "train_dirs": [str(d) for d in train_dirs],
+           "val_dirs": [str(d) for d in val_dirs]}
+    if resume.exists():  # tensors and plain values only, loaded with weights_only=True (no pickle)
+        state = torch.load(resume, weights_only=True)
+        if state["run"] != run:
+            diff = sorted(k for k in run if state["run"].get(k) != run[k])
+            raise ValueError(f"{resume} is the checkpoint of another run (it differs in {', '.join(diff)}); "
+                             f"delete it to start afresh, or train into another folder")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["rng"])
+        result.history = [EpochRecord(**r) for r in state["history"]]
+        elapsed, best, start = float(state["elapsed"]), float(state["best"]), int(state["epoch"]) + 1
+        log.info("%s: resumed from %s after epoch %d", name, resume, start - 1)
+    for epoch in range(start, epochs + 1):
         model.train()
         if hasattr(train_loader.dataset, "set_epoch"):  # a new sample order every epoch
             train_loader.dataset.set_epoch(epoch)
@@ -283,7 +303,16 @@ def train_head(
             save_head(model, ckpt, name, spec, in_channels,
                       {"codec": manifest["codec"], "fingerprint": manifest.get("fingerprint"),
                        "epoch": epoch, "val": val})
+        if epoch < epochs:
+            out.mkdir(parents=True, exist_ok=True)
+            tmp = resume.with_suffix(".tmp")
+            torch.save({"run": run, "epoch": epoch, "elapsed": elapsed, "best": best,
+                        "history": [asdict(r) for r in result.history], "model": model.state_dict(),
+                        "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
+                        "rng": torch.get_rng_state()}, tmp)
+            tmp.replace(resume)  # never a half-written checkpoint
     (out / f"{name}.history.json").write_text(json.dumps(
         {**asdict(result), "train_dirs": [str(d) for d in train_dirs],
          "val_dirs": [str(d) for d in val_dirs]}, indent=1))
+    resume.unlink(missing_ok=True)
     return result

@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 import mlcodec
 from mlcodec.data.sources import CocoSource
@@ -162,6 +163,37 @@ def test_train_head_then_eval_writes_csv_json_png(bench, tmp_path):
     with open(paths["csv"]) as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     assert paths["png"].stat().st_size > 1000 and paths["json"].is_file()
+
+
+def test_train_head_resumes_a_killed_run_as_if_never_stopped(bench, tmp_path, monkeypatch):
+    import mlcodec.tasks.train as tt
+
+    root, _ = bench
+    args = ("cls", [root / "latent-train"], [root / "latent-val"])
+    whole = train_head(*args, tmp_path / "whole", epochs=3, batch_size=8, progress=False)
+    evaluate, calls = tt.evaluate, []
+
+    def dies_in_epoch_2(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(*a, **k)
+
+    monkeypatch.setattr(tt, "evaluate", dies_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_head(*args, tmp_path / "cut", epochs=3, batch_size=8, progress=False)
+    assert (tmp_path / "cut/latent-cls.resume.pt").is_file()
+    monkeypatch.setattr(tt, "evaluate", evaluate)
+    with pytest.raises(ValueError, match="another run .*differs in epochs, lr"):
+        train_head(*args, tmp_path / "cut", epochs=4, lr=1e-3, batch_size=8, progress=False)
+    calls.clear()
+    monkeypatch.setattr(tt, "evaluate", lambda *a, **k: (calls.append(1), evaluate(*a, **k))[1])
+    again = train_head(*args, tmp_path / "cut", epochs=3, batch_size=8, progress=False)
+    assert len(calls) == 2  # epochs 2 and 3 only: epoch 1 came from the checkpoint
+    assert [(h.epoch, h.loss, h.val) for h in again.history] == [(h.epoch, h.loss, h.val) for h in whole.history]
+    assert not (tmp_path / "cut/latent-cls.resume.pt").exists()
+    a, b = (load_file(str(d / "latent-cls.safetensors")) for d in (tmp_path / "whole", tmp_path / "cut"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_bd_rates_of_task_curves_known_example():
