@@ -77,6 +77,9 @@ EXPERT_HEADS = {"cls": "pixel-cls", "seg": "pixel-seg", "det": "pixel-fcos"}
 #: epochs on 1,000 scenes gave top-1 0.27 (the classifier sits at chance for ~8 epochs), 8 gave
 #: mIoU 0.12, 10 gave pixel-fcos mAP 0.02 (BENCHMARKS.md, the first CPU-scale run)
 EXPERT_EPOCHS = {"cls": 30, "seg": 16, "det": 30}
+#: epochs of the latent heads by evaluation task: the task benchmark's latent heads (24 / 16 / 12,
+#: where their validation metric levelled off); colour as cls
+HEAD_EPOCHS = {"cls": 24, "seg": 16, "det": 12, "colour": 24}
 #: evaluation tasks: (name, task, label key)
 EVAL_TASKS = (("cls", "cls", "label"), ("seg", "seg", "label"), ("det", "det", "label"),
               ("colour", "cls", "colour"))
@@ -126,7 +129,7 @@ def main() -> None:
     ap.add_argument("--val", type=int, default=300, help="benchmark validation scenes (seed 1)")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--expert-epochs", type=int, help=f"default by task: {EXPERT_EPOCHS}")
-    ap.add_argument("--head-epochs", type=int, default=8)
+    ap.add_argument("--head-epochs", type=int, help=f"default by task: {HEAD_EPOCHS}")
     ap.add_argument("--steps", type=int, default=300, help="codec training steps per row")
     ap.add_argument("--minutes", type=float, default=0.0, help="codec training time per row (0: steps)")
     ap.add_argument("--scenes", type=int, default=2000, help="codec training scenes (seed 1000)")
@@ -218,7 +221,8 @@ def main() -> None:
                 out = base / f"heads-seed{seed}" / name
                 path = out / f"latent-{task}.safetensors"
                 if not (out / f"latent-{task}.history.json").exists():
-                    r = train_head(task, train_dirs, [base / "shards/val-q0.5"], out, epochs=args.head_epochs,
+                    r = train_head(task, train_dirs, [base / "shards/val-q0.5"], out,
+                                   epochs=args.head_epochs or HEAD_EPOCHS[name],
                                    seed=seed, progress=False, label_key=label)
                     stamp(f"{row} latent {name} seed {seed}: best {r.best(task):.4f}")
                 got[name] = str(path)
