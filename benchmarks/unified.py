@@ -30,6 +30,7 @@ or checkpointed step, so a killed run resumes where it stopped):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -140,6 +141,8 @@ def main() -> None:
     ap.add_argument("--photos", default=str(Path.home() / ".cache/mlcodec/photos"))
     ap.add_argument("--no-references", dest="references", action="store_false",
                     help="latent heads only: no evaluation references, no decode + reference rows")
+    ap.add_argument("--until", choices=("codecs", "end"), default="end",
+                    help="codecs: stop once the experts and the rows' codecs are trained (a GPU lease)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -151,21 +154,25 @@ def main() -> None:
     def stamp(what: str) -> None:
         print(f"[{time.time() - t0:.0f}s] {what}", flush=True)
 
-    # 1. data
-    if not (work / "coco/val/annotations.json").exists():
-        export_all(work, args.train, args.val, size=args.size, formats=("coco",))
-    train_src = CocoSource(work / "coco/train/annotations.json", work / "coco/train/images")
-    val_src = CocoSource(work / "coco/val/annotations.json", work / "coco/val/images")
-    for split, src in (("train", train_src), ("val", val_src)):
-        if not (work / f"png/{split}/manifest.json").exists():
-            write_image_shards(src, work / f"png/{split}", "png", progress=False)
-    stamp("data ready")
+    # 1. data, made when a stage first needs it (a run of codec rows with trained experts does not)
+    @functools.cache
+    def data() -> tuple[CocoSource, CocoSource]:
+        if not (work / "coco/val/annotations.json").exists():
+            export_all(work, args.train, args.val, size=args.size, formats=("coco",))
+        train_src = CocoSource(work / "coco/train/annotations.json", work / "coco/train/images")
+        val_src = CocoSource(work / "coco/val/annotations.json", work / "coco/val/images")
+        for split, src in (("train", train_src), ("val", val_src)):
+            if not (work / f"png/{split}/manifest.json").exists():
+                write_image_shards(src, work / f"png/{split}", "png", progress=False)
+        stamp("data ready")
+        return train_src, val_src
 
     # 2. experts (seed 0, codec training) and evaluation references (seed 1, never in training)
     def pixel_model(kind: str, task: str, head: str, seed: int, label: str = "label") -> str:
         out = work / kind / (task if label == "label" else label)
         path = out / f"{head}.safetensors"
         if not (out / f"{head}.history.json").exists():  # written when training ends
+            data()
             r = train_head(task, [work / "png/train"], [work / "png/val"], out, head=head,
                            epochs=args.expert_epochs or EXPERT_EPOCHS[task], seed=seed, progress=False,
                            label_key=label)
@@ -197,6 +204,9 @@ def main() -> None:
             stamp(f"codec {row} trained")
         specs[row] = f"{BASE}:{weights.resolve()}"
 
+    if args.until == "codecs":
+        return
+    train_src, val_src = data()
     refs: dict[str, str | None] = {"cls": None, "seg": None, "det": None, "colour": None}
     if args.references:
         refs = {t: pixel_model("references", t, h, 1) for t, h in EXPERT_HEADS.items()}
