@@ -44,7 +44,10 @@ def _kernel():
     machine code is cached on disk next to this module or in the user's cache)."""
     from numba import njit
 
-    return njit(cache=True, nogil=True, boundscheck=False)(_decode)
+    try:
+        return njit(cache=True, nogil=True, boundscheck=False)(_decode)
+    except RuntimeError:  # numba finds no writable cache location (read-only install and home)
+        return njit(nogil=True, boundscheck=False)(_decode)
 
 
 def _decode(words, state, pos, indexes, cdfs, lengths, offsets, out):

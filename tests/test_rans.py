@@ -98,3 +98,24 @@ def test_one_compiled_signature_across_parts_and_images(codec, photo):
     load()
     codec.decode_latents([codec.compress(photo, q) for q in (0.1, 0.9)])
     assert len(_kernel().signatures) == 1
+
+
+def test_the_reader_compiles_where_numba_finds_no_cache_location(monkeypatch):
+    import numba
+
+    from mlcodec.rans import _kernel
+
+    real = numba.njit
+
+    def njit(*args, cache=False, **kwargs):
+        if cache:
+            raise RuntimeError("cannot cache function '_decode': no locator available")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    kernel = _kernel.__wrapped__()  # uncached: a fresh compile without a cache
+    words = np.array([0, 1 << 31], "<u4")
+    cdfs, lengths, offsets = np.array([[0, 1 << 15, 1 << 16]], np.int32), np.array([3], np.int32), np.zeros(1, np.int32)
+    out = np.empty(1, np.int32)
+    assert kernel(words, np.uint64(1 << 63), 2, np.zeros(1, np.int32), cdfs, lengths, offsets, out)[3] == 0
+    assert out[0] in (0, 1) and type(kernel._cache).__name__ == "NullCache"
