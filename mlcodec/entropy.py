@@ -45,9 +45,10 @@ class CdfTables:
     def from_model(cls, em: EntropyModel) -> CdfTables:
         if em._quantized_cdf.numel() == 0:
             raise RuntimeError("Entropy model has no CDF tables: call codec.update() first")
-        cdf = np.ascontiguousarray(em._quantized_cdf.numpy(), dtype=np.int32)
-        lengths = np.ascontiguousarray(em._cdf_length.reshape(-1).numpy(), dtype=np.int32)
-        offsets = np.ascontiguousarray(em._offset.reshape(-1).numpy(), dtype=np.int32)
+        def host(t: torch.Tensor) -> np.ndarray:  # the model may live on a GPU
+            return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.int32)
+
+        cdf, lengths, offsets = host(em._quantized_cdf), host(em._cdf_length.reshape(-1)), host(em._offset.reshape(-1))
         return cls([row[:n] for row, n in zip(cdf.tolist(), lengths.tolist())], lengths.tolist(),
                    offsets.tolist(), cdf, lengths, offsets)
 

@@ -255,7 +255,7 @@ def train_head(
            "label_key": label_key, "train_dirs": [str(d) for d in train_dirs],
            "val_dirs": [str(d) for d in val_dirs]}
     if resume.exists():  # tensors and plain values only, loaded with weights_only=True (no pickle)
-        state = torch.load(resume, weights_only=True)
+        state = torch.load(resume, map_location="cpu", weights_only=True)
         if state["run"] != run:
             diff = sorted(k for k in run if state["run"].get(k) != run[k])
             raise ValueError(f"{resume} is the checkpoint of another run (it differs in {', '.join(diff)}); "
