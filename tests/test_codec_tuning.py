@@ -51,7 +51,7 @@ def test_forward_latent_is_what_the_codec_decodes():
     codec = GainedHyperpriorCodec(codec_config("mlcodec-hyperprior"), model)
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
     with torch.no_grad():
-        fwd = model(torch.from_numpy(np.asarray(img)).permute(2, 0, 1)[None].float() / 255,
+        fwd = model(torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255,
                     torch.tensor([0.5]))
     decoded = codec.decode_latent(codec.compress(img, 0.5))
     # the training pass rounds around the means as the coder does; symbols past the coder's
