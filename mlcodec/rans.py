@@ -3,15 +3,15 @@
 CompressAI's ``RansDecoder`` takes its indexes and CDF tables as Python lists and returns a list
 of ints, so decoding an image's ~12,000 latent symbols spends most of its time converting lists
 (about 1 ms of the loader's ~4 ms per 256x256 sample, ``benchmarks/latent_decode_profile.py``).
-:func:`decode_into` reads the same streams with the same arithmetic, compiled by numba, from
-int32 arrays into an int32 array. The streams are CompressAI's and are still *written* by
+:class:`ArrayRansDecoder` reads the same streams with the same arithmetic, compiled by numba,
+from int32 arrays into an int32 array. The streams are CompressAI's and are still *written* by
 CompressAI's ``BufferedRansEncoder`` (``mlcodec.entropy.encode``); nothing about the bitstream
 changes. Tests decode random streams with both readers and require equal symbols.
 
 The stream format (CompressAI 1.2.8, ``cpp_exts/rans``, after Fabian Giesen's ``rans64.h``): a
 little-endian array of uint32 words; a 64-bit state initialised from the first two words; per
-symbol, ``cum = state & 0xFFFF`` picks the first CDF entry above it, the state advances by that
-symbol's frequency and refills one word when it drops below 2^31. The last value of each table
+symbol, ``cum = state & 0xFFFF`` picks the symbol whose CDF interval holds it, the state advances
+by that symbol's frequency and refills one word when it drops below 2^31. The last value of each table
 (``length - 2``) escapes to *bypass* mode: 4-bit chunks give the count of raw chunks (a chunk of
 15 continues the count), then the raw value, zigzag-folded around the table's range.
 
