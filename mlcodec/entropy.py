@@ -45,10 +45,12 @@ class CdfTables:
     def from_model(cls, em: EntropyModel) -> CdfTables:
         if em._quantized_cdf.numel() == 0:
             raise RuntimeError("Entropy model has no CDF tables: call codec.update() first")
+
         def host(t: torch.Tensor) -> np.ndarray:  # the model may live on a GPU
             return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.int32)
 
-        cdf, lengths, offsets = host(em._quantized_cdf), host(em._cdf_length.reshape(-1)), host(em._offset.reshape(-1))
+        cdf = host(em._quantized_cdf)
+        lengths, offsets = host(em._cdf_length.reshape(-1)), host(em._offset.reshape(-1))
         return cls([row[:n] for row, n in zip(cdf.tolist(), lengths.tolist())], lengths.tolist(),
                    offsets.tolist(), cdf, lengths, offsets)
 

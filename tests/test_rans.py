@@ -115,7 +115,8 @@ def test_the_reader_compiles_where_numba_finds_no_cache_location(monkeypatch):
     monkeypatch.setattr(numba, "njit", njit)
     kernel = _kernel.__wrapped__()  # uncached: a fresh compile without a cache
     words = np.array([0, 1 << 31], "<u4")
-    cdfs, lengths, offsets = np.array([[0, 1 << 15, 1 << 16]], np.int32), np.array([3], np.int32), np.zeros(1, np.int32)
+    cdfs, lengths = np.array([[0, 1 << 15, 1 << 16]], np.int32), np.array([3], np.int32)
+    offsets = np.zeros(1, np.int32)
     out = np.empty(1, np.int32)
     assert kernel(words, np.uint64(1 << 63), 2, np.zeros(1, np.int32), cdfs, lengths, offsets, out)[3] == 0
     assert out[0] in (0, 1) and type(kernel._cache).__name__ == "NullCache"

@@ -129,7 +129,8 @@ def _decode_y(tables: _CoderTables, decoders: list[entropy.StreamDecoder], y_idx
             ok, why = False, f"does not decode ({e})"
         if not ok:
             if version >= 3:
-                raise BitstreamError(f"bitstream {i}: the latent {why}: the stream is damaged (its CRC passed)")
+                raise BitstreamError(f"bitstream {i}: the latent {why}: the stream is damaged "
+                                     f"(its CRC passed)")
             raise BitstreamError(
                 f"bitstream {i}: the latent {why}: this machine computed "
                 f"other entropy-model scales than the encoder did (format {version} uses a "
