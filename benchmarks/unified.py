@@ -11,7 +11,8 @@ or checkpointed step, so a killed run resumes where it stopped):
 1. ``data``: train/val scenes (seeds 0 and 1) as COCO with image labels and colours; lossless PNG
    image shards of both.
 2. ``experts``: frozen pixel experts for codec training (seed 0: pixel-cls, pixel-seg,
-   pixel-fcos).
+   pixel-fcos), each trained when the first row that sees its task trains (so two processes
+   with disjoint ``--rows`` can share a machine: ``--rows LOO`` needs no detection expert).
 3. ``codecs``: ``mlcodec.train.train`` with :class:`mlcodec.tasks.unified.UnifiedObjective`; then
    the *evaluation references* (seed 1, the experts' recipe, plus pixel-cls on the colour label).
    Codec training never sees the references; the colour task is in no codec's training (the
@@ -179,7 +180,8 @@ def main() -> None:
             stamp(f"{kind} {head} ({label}) seed {seed}: best {r.best(task):.4f}")
         return str(path)
 
-    experts = {t: pixel_model("experts", t, h, 0) for t, h in EXPERT_HEADS.items()}
+    def expert(task: str) -> str:  # trained when a codec row first needs it
+        return pixel_model("experts", task, EXPERT_HEADS[task], 0)
 
     # 3. codecs
     packaged = str(pretrained_path(codec_config(BASE)))
@@ -192,13 +194,14 @@ def main() -> None:
         out = work / "codecs" / row
         weights = out / "weights.safetensors"
         if not weights.exists():
+            experts = {t: expert(t) for t in seen}
             cfg = UnifiedConfig(experts=tuple((t, experts[t]) for t in seen), mtce=mtce, bank=bank,
                                 diffusion=diffusion, scenes=args.scenes, scene_size=args.size,
                                 scene_batch=args.scene_batch)
             photo_dirs = (args.photos,) if Path(args.photos).is_dir() else ()  # held-out ones excluded
-            tc = TrainConfig(out=str(out), data=photo_dirs, init=packaged, steps=args.steps, minutes=args.minutes,
-                             batch_size=args.photo_batch, patch=args.size, lr=args.lr, seed=0,
-                             save_every=50, device=args.device, progress=False,
+            tc = TrainConfig(out=str(out), data=photo_dirs, init=packaged, steps=args.steps,
+                             minutes=args.minutes, batch_size=args.photo_batch, patch=args.size,
+                             lr=args.lr, seed=0, save_every=50, device=args.device, progress=False,
                              lambdas=tuple(read_metadata(packaged)["config"]["lambdas"]))
             train(tc, UnifiedObjective(cfg))
             stamp(f"codec {row} trained")

@@ -10,8 +10,8 @@ from mlcodec.allocator import keep_freed_memory, release_freed_memory
 from mlcodec.bitstream import unpack
 from mlcodec.imageio import as_float, to_tensor
 from mlcodec.metrics import psnr
-from mlcodec.tiling import (_conv_transpose, _subpixel_weight, halo_plan, lean_forward, tiled_analysis,
-                            tiled_synthesis, to_uint8)
+from mlcodec.tiling import (_conv_transpose, _subpixel_form, _subpixel_weight, halo_plan, lean_forward,
+                            tiled_analysis, tiled_synthesis, to_uint8)
 
 
 def test_a_halo_of_two_latent_pixels_covers_the_receptive_field_and_one_does_not():
@@ -97,6 +97,26 @@ def test_the_sub_pixel_form_of_a_transposed_convolution_gives_its_values():
         assert _subpixel_weight(layer) is not None and got.shape == ref.shape == (2, 5, 9 * s, 11 * s)
         assert float((got - ref).abs().max()) < 1e-5, (k, s, p, op)
     assert _subpixel_weight(nn.ConvTranspose2d(8, 5, 5, 2, 2, 0)) is None  # 2n - 1 rows
+
+
+def test_the_sub_pixel_form_is_built_once_per_weights_and_rebuilt_when_they_change():
+    """The memoised form is the same object while the weights stand; an optimizer step, a
+    load_state_dict and a dtype change each give a new form with the new weights' values."""
+    torch.manual_seed(0)
+    layer, z = nn.ConvTranspose2d(8, 5, 5, 2, 2, 1), torch.randn(1, 8, 6, 7)
+    first = _subpixel_form(layer)
+    assert first is _subpixel_form(layer)
+    with torch.no_grad():
+        layer.weight.mul_(2.0)  # in place, as an optimizer step
+    second = _subpixel_form(layer)
+    assert second is not first and torch.allclose(second[0], 2 * first[0])
+    layer.load_state_dict(nn.ConvTranspose2d(8, 5, 5, 2, 2, 1).state_dict())
+    with torch.inference_mode():
+        assert float((_conv_transpose(layer, z) - layer(z)).abs().max()) < 1e-5
+    layer.double()
+    with torch.inference_mode():
+        got = _conv_transpose(layer, z.double())
+    assert got.dtype == torch.float64 and float((got - layer(z.double())).abs().max()) < 1e-12
 
 
 def test_a_tiled_codec_matches_an_untiled_one_without_seams(photo):
