@@ -20,7 +20,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,31 @@ def _encode_batch(codec: mlcodec.Codec, source: Source, indexes: list[int], qual
     return [coded.get(r.index, r) for r in read]
 
 
+@dataclass
+class _Tally:
+    """What the shard being written holds so far: payload bytes, pixels, the samples left out."""
+
+    bytes: int = 0
+    pixels: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, e: Encoded, write: Callable[[dict[str, Any]], None]) -> None:
+        """Write ``e``'s sample with ``write`` (or note why it was left out), then count it."""
+        if e.skipped is not None:
+            self.skipped.append(e.skipped)
+            return
+        write(encode_sample(e.sample.key, e.data, e.sample.target))
+        h, w = read_header(e.data).original_size
+        self.bytes += len(e.data)
+        self.pixels += h * w
+
+    def record(self, name: str, start: int, end: int) -> ShardRecord:
+        """The finished shard's record; the tally starts again for the next shard."""
+        rec = ShardRecord(name, start, end, self.bytes, self.pixels, self.skipped)
+        self.bytes, self.pixels, self.skipped = 0, 0, []
+        return rec
+
+
 def write_shard_range(codec: mlcodec.Codec, source: Source, start: int, end: int, path: Path,
                       quality: float, batch_size: int = 16, on_error: str = "raise",
                       gzip: bool = False) -> ShardRecord:
@@ -215,21 +240,14 @@ def write_shard_range(codec: mlcodec.Codec, source: Source, start: int, end: int
     import webdataset as wds
 
     tmp = path.with_name(path.name + ".tmp")
-    nbytes = pixels = 0
-    skipped: list[dict[str, str]] = []
+    tally = _Tally()
     with wds.TarWriter(str(tmp), mtime=SHARD_MTIME, compress=gzip) as tar:
         for i in range(start, end, batch_size):
             for e in _encode_batch(codec, source, list(range(i, min(i + batch_size, end))), quality,
                                    on_error):
-                if e.skipped is not None:
-                    skipped.append(e.skipped)
-                    continue
-                tar.write(encode_sample(e.sample.key, e.data, e.sample.target))
-                h, w = read_header(e.data).original_size
-                nbytes += len(e.data)
-                pixels += h * w
+                tally.add(e, tar.write)
     os.replace(tmp, path)
-    return ShardRecord(path.name, start, end, nbytes, pixels, skipped)
+    return tally.record(path.name, start, end)
 
 
 def _resolve_gzip(out: Path, gzip: bool | None) -> bool:
@@ -288,20 +306,20 @@ def write_shards(
     done = _read_progress(out)
     start = done[-1].end if done else 0
     records = list(done)
-    state: dict[str, Any] = {"start": start, "index": start, "bytes": 0, "pixels": 0, "skipped": []}
+    state = {"start": start, "index": start}  # the shard being written: first and next index
+    tally = _Tally()
 
-    def post(tmp_name: str) -> None:
+    def post(tmp_name: str) -> None:  # ShardWriter closed a shard (before the next sample's write)
         tmp = Path(tmp_name)
         if state["index"] == state["start"]:  # ShardWriter opens a file before any sample
             tmp.unlink(missing_ok=True)
             return
         final = tmp.with_suffix("")  # drop ".tmp"
         os.replace(tmp, final)
-        rec = ShardRecord(final.name, state["start"], state["index"], state["bytes"], state["pixels"],
-                          state["skipped"])
+        rec = tally.record(final.name, state["start"], state["index"])
         journal_shard(out, rec)
         records.append(rec)
-        state.update(start=state["index"], bytes=0, pixels=0, skipped=[])
+        state["start"] = state["index"]
 
     batches = [list(range(i, min(i + batch_size, len(source)))) for i in range(start, len(source), batch_size)]
     bar = tqdm(total=len(source), initial=start, unit="img", desc="shard", disable=not progress)
@@ -310,19 +328,12 @@ def write_shards(
                              mtime=SHARD_MTIME, compress=gzip)
     try:
         for encoded in _encoded(c, source, batches, quality, codec, workers, on_error):
-            for e in encoded:
-                if e.skipped is not None:  # counted in the shard being written
-                    state["index"] += 1
-                    state["skipped"].append(e.skipped)
-                    continue
-                writer.write(encode_sample(e.sample.key, e.data, e.sample.target))
+            for e in encoded:  # a skipped sample is counted in the shard being written
+                tally.add(e, writer.write)
                 state["index"] += 1  # after the write, which may close a shard first (post)
-                state["bytes"] += len(e.data)
-                h, w = read_header(e.data).original_size
-                state["pixels"] += h * w
             bar.update(len(encoded))
-            total_bytes = sum(r.bytes for r in records) + state["bytes"]
-            total_pixels = sum(r.pixels for r in records) + state["pixels"]
+            total_bytes = sum(r.bytes for r in records) + tally.bytes
+            total_pixels = sum(r.pixels for r in records) + tally.pixels
             bar.set_postfix(bpp=f"{8 * total_bytes / max(total_pixels, 1):.3f}")
         writer.close()
     finally:
