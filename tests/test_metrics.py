@@ -33,6 +33,25 @@ def test_bd_rate_known_examples():
     assert bd_rate(rates, psnrs, [r * 1.25 for r in rates], psnrs) == pytest.approx(25.0)
 
 
+def test_bd_rate_methods_agree_on_smooth_curves_and_pchip_survives_saturation():
+    """Smooth PSNR curves: the PCHIP and the cubic (VCEG-M33) BD-rates agree within 0.5 points.
+    A saturating task curve (top-1 of a classifier on decoded scenes, measured) that is better at
+    every rate: the PCHIP BD-rate is strongly negative, the single cubic oscillates to +800%."""
+    rates, psnrs = [0.1, 0.2, 0.4, 0.8, 1.6], [28.0, 30.7, 33.0, 35.1, 36.9]
+    worse = ([r * 1.1 for r in rates], [p - 0.2 for p in psnrs])
+    assert bd_rate(rates, psnrs, *worse) == pytest.approx(bd_rate(rates, psnrs, *worse, method="cubic"), abs=0.5)
+    assert 10 < bd_rate(rates, psnrs, *worse) < 25
+    ref = ([0.134, 0.238, 0.400, 0.622, 0.914], [0.433, 0.723, 0.860, 0.900, 0.920])
+    test = ([0.140, 0.256, 0.424, 0.654, 0.959], [0.697, 0.887, 0.953, 0.960, 0.963])
+    assert bd_rate(*ref, *test) < -30
+    assert bd_rate(*ref, *test, method="cubic") > 100
+    # a dominated point (more bits, lower top-1) is left out of the frontier, not interpolated
+    dip = (test[0], [0.697, 0.887, 0.953, 0.950, 0.963])
+    assert bd_rate(*ref, *dip) == pytest.approx(bd_rate(*ref, *test), abs=3)
+    with pytest.raises(ValueError, match="method"):
+        bd_rate(*ref, *test, method="linear")
+
+
 def test_bd_rate_needs_overlap_and_points():
     with pytest.raises(ValueError, match="overlap"):
         bd_rate([1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 3, 4], [10, 11, 12, 13])
