@@ -122,6 +122,20 @@ def fmt(c: dict | None) -> str:
     return ("n/a" if c["bd_rate"] is None else f"{c['bd_rate']:+.1f}%") + g
 
 
+def check_recipe(out: Path, recipe: dict) -> None:
+    """A row resumes only with the recipe it started with (``out/recipe.json``)."""
+    path = out / "recipe.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != recipe:
+            diff = {k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v}
+            raise SystemExit(f"{out} was started with another recipe {diff} (was, now); "
+                             f"use another --work or delete {out}")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(recipe, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="runs/unified-bench")
@@ -138,6 +152,9 @@ def main() -> None:
     ap.add_argument("--scene-batch", type=int, default=8)
     ap.add_argument("--photo-batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-4, help="codec learning rate")
+    ap.add_argument("--task-weight", type=float, default=UnifiedConfig.task_weight,
+                    help="the balanced task terms against rate-distortion (chosen on the dev split: "
+                         "benchmarks/unified_dev.py)")
     ap.add_argument("--two-seeds", default="A0,A4", help="rows whose heads train with seeds 0 and 1")
     ap.add_argument("--photos", default=str(Path.home() / ".cache/mlcodec/photos"))
     ap.add_argument("--no-references", dest="references", action="store_false",
@@ -197,12 +214,16 @@ def main() -> None:
             experts = {t: expert(t) for t in seen}
             cfg = UnifiedConfig(experts=tuple((t, experts[t]) for t in seen), mtce=mtce, bank=bank,
                                 diffusion=diffusion, scenes=args.scenes, scene_size=args.size,
-                                scene_batch=args.scene_batch)
+                                scene_batch=args.scene_batch, task_weight=args.task_weight)
             photo_dirs = (args.photos,) if Path(args.photos).is_dir() else ()  # held-out ones excluded
             tc = TrainConfig(out=str(out), data=photo_dirs, init=packaged, steps=args.steps,
                              minutes=args.minutes, batch_size=args.photo_batch, patch=args.size,
                              lr=args.lr, seed=0, save_every=50, device=args.device, progress=False,
                              lambdas=tuple(read_metadata(packaged)["config"]["lambdas"]))
+            recipe = {"steps": args.steps, "minutes": args.minutes, "lr": args.lr,
+                      "task_weight": args.task_weight, "scenes": args.scenes, "size": args.size,
+                      "batches": [args.scene_batch, args.photo_batch]}
+            check_recipe(out, recipe)
             train(tc, UnifiedObjective(cfg))
             stamp(f"codec {row} trained")
         specs[row] = f"{BASE}:{weights.resolve()}"
