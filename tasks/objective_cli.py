@@ -21,8 +21,9 @@ class UnifiedPlugin:
         group.add_argument("--no-mtce", action="store_true", help="ablation: no alignment or balancing")
         group.add_argument("--no-bank", action="store_true", help="ablation: no memory bank")
         group.add_argument("--no-diffusion", action="store_true", help="ablation: no denoiser")
-        group.add_argument("--task-weight", type=float, default=1.0,
-                           help="weight of the balanced task terms against rate-distortion")
+        group.add_argument("--task-weight", type=float, default=None,
+                           help="weight of the balanced task terms against rate-distortion "
+                                "(default: UnifiedConfig's, chosen on the dev split)")
         group.add_argument("--scenes", type=int, default=4000,
                            help="procedural task scenes generated up front (seed --scene-seed)")
         group.add_argument("--scene-seed", type=int, default=1000,
@@ -41,10 +42,10 @@ class UnifiedPlugin:
         if missing:
             raise ValueError(f"no --expert for {', '.join(missing)}: train one per seen task with "
                              "`mlcodec train-head --head pixel-... ` on lossless PNG image shards")
+        weight = {} if args.task_weight is None else {"task_weight": args.task_weight}
         cfg = UnifiedConfig(experts=tuple((t, given[t]) for t in tasks), mtce=not args.no_mtce,
-                            bank=not args.no_bank, diffusion=not args.no_diffusion,
-                            task_weight=args.task_weight, scenes=args.scenes,
-                            scene_seed=args.scene_seed, scene_batch=args.scene_batch)
+                            bank=not args.no_bank, diffusion=not args.no_diffusion, scenes=args.scenes,
+                            scene_seed=args.scene_seed, scene_batch=args.scene_batch, **weight)
         return UnifiedObjective(cfg)
 
 
