@@ -160,15 +160,22 @@ _SUBPIXEL_MEMO: weakref.WeakKeyDictionary[nn.ConvTranspose2d, tuple[tuple, tuple
     weakref.WeakKeyDictionary()
 
 
-def _weights_state(layer: nn.ConvTranspose2d) -> tuple:
-    """What identifies a layer's current weight values: storage, in-place version, dtype, device."""
-    return tuple((t.data_ptr(), t._version, t.dtype, t.device) if t is not None else None
-                 for t in (layer.weight, layer.bias))
+def _weights_state(layer: nn.ConvTranspose2d) -> tuple | None:
+    """What identifies a layer's current weight values: storage, in-place version, dtype, device.
+    None for inference tensors (made under ``torch.inference_mode``), which keep no version, so
+    an in-place change could not be seen."""
+    ts = [t for t in (layer.weight, layer.bias) if t is not None]
+    if any(t.is_inference() for t in ts):
+        return None
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in ts)
 
 
 def _subpixel_form(layer: nn.ConvTranspose2d) -> tuple[Tensor, Tensor | None, int, int] | None:
-    """:func:`_subpixel_weight`, memoised per layer while its weights are unchanged."""
+    """:func:`_subpixel_weight`, memoised per layer while its weights are unchanged (built anew
+    each call for inference-tensor weights)."""
     state = _weights_state(layer)
+    if state is None:
+        return _subpixel_weight(layer)
     hit = _SUBPIXEL_MEMO.get(layer)
     if hit is not None and hit[0] == state:
         return hit[1]  # type: ignore[return-value]

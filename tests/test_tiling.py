@@ -117,6 +117,10 @@ def test_the_sub_pixel_form_is_built_once_per_weights_and_rebuilt_when_they_chan
     with torch.inference_mode():
         got = _conv_transpose(layer, z.double())
     assert got.dtype == torch.float64 and float((got - layer(z.double())).abs().max()) < 1e-12
+    with torch.inference_mode():  # inference tensors keep no version: built each call, still exact
+        frozen = nn.ConvTranspose2d(8, 5, 5, 2, 2, 1)
+        assert _subpixel_form(frozen) is not _subpixel_form(frozen)
+        assert float((_conv_transpose(frozen, z) - frozen(z)).abs().max()) < 1e-5
 
 
 def test_a_tiled_codec_matches_an_untiled_one_without_seams(photo):
