@@ -122,6 +122,20 @@ def fmt(c: dict | None) -> str:
     return ("n/a" if c["bd_rate"] is None else f"{c['bd_rate']:+.1f}%") + g
 
 
+def photo_line(label: str, pts: list[dict], a0: list[dict] | None) -> str:
+    """``label`` and a row's photo points (bpp/PSNR per quality), with its PSNR and MS-SSIM
+    BD-rate against ``a0``'s points where given."""
+    line = f"{label} bpp/PSNR " + " ".join(f"{p['bpp']:.3f}/{p['psnr']:.2f}" for p in pts)
+    for m in ("psnr", "ms_ssim") if a0 is not None else ():
+        try:
+            v = bd_rate([p["bpp"] for p in a0], [p[m] for p in a0], [p["bpp"] for p in pts],
+                        [p[m] for p in pts])
+            line += f" | {m} BD-rate {v:+.1f}%"
+        except ValueError:
+            line += f" | {m} BD-rate n/a"
+    return line
+
+
 def check_recipe(out: Path, recipe: dict) -> None:
     """A row resumes only with the recipe it started with (``out/recipe.json``)."""
     path = out / "recipe.json"
@@ -211,8 +225,7 @@ def main() -> None:
         out = work / "codecs" / row
         weights = out / "weights.safetensors"
         if not weights.exists():
-            experts = {t: expert(t) for t in seen}
-            cfg = UnifiedConfig(experts=tuple((t, experts[t]) for t in seen), mtce=mtce, bank=bank,
+            cfg = UnifiedConfig(experts=tuple((t, expert(t)) for t in seen), mtce=mtce, bank=bank,
                                 diffusion=diffusion, scenes=args.scenes, scene_size=args.size,
                                 scene_batch=args.scene_batch, task_weight=args.task_weight)
             photo_dirs = (args.photos,) if Path(args.photos).is_dir() else ()  # held-out ones excluded
@@ -331,16 +344,7 @@ def report(results: dict, rows: list[str]) -> None:
     print("\nheld-out photos against A0 (BD-rate) and speed (64 val scenes, batch, this machine):")
     a0 = results["photos"]["A0"] if "A0" in results["photos"] else None
     for row in rows:
-        pts = results["photos"][row]
-        line = f"{row:<4} bpp/PSNR " + " ".join(f"{p['bpp']:.3f}/{p['psnr']:.2f}" for p in pts)
-        if a0 is not None and row != "A0":
-            for m in ("psnr", "ms_ssim"):
-                try:
-                    v = bd_rate([p["bpp"] for p in a0], [p[m] for p in a0], [p["bpp"] for p in pts],
-                                [p[m] for p in pts])
-                    line += f" | {m} BD-rate {v:+.1f}%"
-                except ValueError:
-                    line += f" | {m} BD-rate n/a"
+        line = photo_line(f"{row:<4}", results["photos"][row], a0 if row != "A0" else None)
         s = results["speed"][row]
         print(line + f" | encode {s['encode_ms']:.1f} ms, decode {s['decode_ms']:.1f} ms per image")
 

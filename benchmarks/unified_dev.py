@@ -29,12 +29,11 @@ import mlcodec  # noqa: E402
 from mlcodec.data.photos import Photo, training_photos  # noqa: E402
 from mlcodec.data.sources import CocoSource  # noqa: E402
 from mlcodec.data.synthetic import SyntheticScenes, export_coco  # noqa: E402
-from mlcodec.metrics import bd_rate  # noqa: E402
 from mlcodec.tasks.data import make_spec  # noqa: E402
 from mlcodec.tasks.evaluate import curves, evaluate_codecs  # noqa: E402
 from mlcodec.tasks.metrics import PRIMARY  # noqa: E402
 from rd_curve import measure  # noqa: E402
-from unified import BASE, EXPERT_HEADS, QUALITIES, compare, fmt  # noqa: E402
+from unified import BASE, EXPERT_HEADS, QUALITIES, compare, fmt, photo_line  # noqa: E402
 
 DEV_SEED, DEV_SCENES = 2000, 300
 
@@ -86,15 +85,8 @@ def main() -> None:
     for row, s in specs.items():
         codec = mlcodec.create_codec(s)
         pts = [measure(codec, photos, q) for q in QUALITIES]
-        line = f"{row:<10} bpp/PSNR " + " ".join(f"{p['bpp']:.3f}/{p['psnr']:.2f}" for p in pts)
-        if a0 is None:
-            a0 = pts
-        else:
-            for m in ("psnr", "ms_ssim"):
-                v = bd_rate([p["bpp"] for p in a0], [p[m] for p in a0], [p["bpp"] for p in pts],
-                            [p[m] for p in pts])
-                line += f" | {m} BD-rate {v:+.1f}%"
-        print(line, flush=True)
+        print(photo_line(f"{row:<10}", pts, a0), flush=True)
+        a0 = a0 or pts  # the first row is A0
 
 
 if __name__ == "__main__":
