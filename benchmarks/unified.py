@@ -169,6 +169,9 @@ def main() -> None:
     ap.add_argument("--task-weight", type=float, default=UnifiedConfig.task_weight,
                     help="the balanced task terms against rate-distortion (chosen on the dev split: "
                          "benchmarks/unified_dev.py)")
+    ap.add_argument("--dikl-weight", type=float, default=UnifiedConfig.dikl_weight)
+    ap.add_argument("--tag", default="", help="suffix of the rows' codec folders (WORK/codecs/ROW+TAG): "
+                    "a recipe variant for benchmarks/unified_dev.py beside the benchmark's own rows")
     ap.add_argument("--two-seeds", default="A0,A4", help="rows whose heads train with seeds 0 and 1")
     ap.add_argument("--photos", default=str(Path.home() / ".cache/mlcodec/photos"))
     ap.add_argument("--no-references", dest="references", action="store_false",
@@ -222,12 +225,13 @@ def main() -> None:
         if row == "A0":
             continue
         mtce, bank, diffusion, seen = ROWS[row]
-        out = work / "codecs" / row
+        out = work / "codecs" / (row + args.tag)
         weights = out / "weights.safetensors"
         if not weights.exists():
             cfg = UnifiedConfig(experts=tuple((t, expert(t)) for t in seen), mtce=mtce, bank=bank,
                                 diffusion=diffusion, scenes=args.scenes, scene_size=args.size,
-                                scene_batch=args.scene_batch, task_weight=args.task_weight)
+                                scene_batch=args.scene_batch, task_weight=args.task_weight,
+                                dikl_weight=args.dikl_weight)
             photo_dirs = (args.photos,) if Path(args.photos).is_dir() else ()  # held-out ones excluded
             tc = TrainConfig(out=str(out), data=photo_dirs, init=packaged, steps=args.steps,
                              minutes=args.minutes, batch_size=args.photo_batch, patch=args.size,
@@ -236,6 +240,8 @@ def main() -> None:
             recipe = {"steps": args.steps, "minutes": args.minutes, "lr": args.lr,
                       "task_weight": args.task_weight, "scenes": args.scenes, "size": args.size,
                       "batches": [args.scene_batch, args.photo_batch]}
+            if args.dikl_weight != UnifiedConfig.dikl_weight:  # recipes written before the option stay valid
+                recipe["dikl_weight"] = args.dikl_weight
             check_recipe(out, recipe)
             train(tc, UnifiedObjective(cfg))
             stamp(f"codec {row} trained")
@@ -254,7 +260,7 @@ def main() -> None:
     heads: dict[tuple[str, int], dict[str, str]] = {}
     for row in rows:
         spec = specs[row]
-        base = work / "rows" / row
+        base = work / "rows" / (row + args.tag)
         train_dirs = []
         for k, q in enumerate(QUALITIES):
             d = base / f"shards/train-q{q}"

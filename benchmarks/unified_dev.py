@@ -1,4 +1,4 @@
-"""Model selection for the unified codec on a development split, never on the evaluation data.
+r"""Model selection for the unified codec on a development split, never on the evaluation data.
 
 The ablation (``benchmarks/unified.py``) scores codecs on its validation scenes (seed 1) with
 evaluation references (seed 1) and on the held-out photos. Choices of the recipe (a task weight,
@@ -12,7 +12,15 @@ say) are made here instead, on data the evaluation never uses:
 * **people**: PSNR and MS-SSIM BD-rate against A0 on every third training photo (long side
   512 px). The codecs saw crops of these in training, as A0 did.
 
-    python benchmarks/unified_dev.py --work runs/unified-cpu --codecs LOO,LOO-tw0.3 --tasks cls,seg
+A variant of a row trains beside the benchmark's own under ``WORK/codecs/ROW+TAG``, e.g. the LOO
+row with task weight 0.15 and a plain rate-distortion fine-tune (A1 with task weight 0, the
+control for what fine-tuning alone costs people)::
+
+    python benchmarks/unified.py --work runs/unified-cpu --rows LOO --tag=-tw0.15 --task-weight 0.15 \
+        --until codecs --steps 1000
+    python benchmarks/unified.py --work runs/unified-cpu --rows A1 --tag=-rdonly --task-weight 0 \
+        --until codecs --steps 1000
+    python benchmarks/unified_dev.py --work runs/unified-cpu --codecs LOO,LOO-tw0.15,A1-rdonly --tasks cls,seg
 """
 
 from __future__ import annotations
