@@ -2,8 +2,10 @@
 
 Rows (codecs): A0 the packaged MSE codec (pinned by its weights fingerprint), A1 naive joint task
 loss, A2 + MTCE, A3 + DIKL, A4 MTCE + DIKL (the shipped recipe), A5 DIKL without the memory bank,
-A6 the memory bank without diffusion, and LOO: A4 trained with cls + seg experts only (det left
-out). Every trained row starts from the packaged weights with the same steps, data and seed.
+A6 the memory bank without diffusion, LOO: A4 trained with cls + seg experts only (det left
+out), and F, the fine-tune control: the same steps with rate-distortion alone (task weight 0, no
+DIKL), which tells what fine-tuning on the scenes does by itself. Every trained row starts from
+the packaged weights with the same steps, data and seed.
 
 Stages (each skipped when its output exists, and every model resumes from its last finished epoch
 or checkpointed step, so a killed run resumes where it stopped):
@@ -65,6 +67,7 @@ BASE = "mlcodec-hyperprior"
 QUALITIES = (0.1, 0.3, 0.5, 0.7, 0.9)
 #: row -> (mtce, bank, diffusion, seen tasks)
 ROWS = {
+    "F": (False, False, False, ()),  # the fine-tune control: rate-distortion only (task weight 0)
     "A1": (False, False, False, ("cls", "seg", "det")),
     "A2": (True, False, False, ("cls", "seg", "det")),
     "A3": (False, True, True, ("cls", "seg", "det")),
@@ -154,7 +157,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="runs/unified-bench")
     ap.add_argument("--out", default="benchmarks/results/unified.json")
-    ap.add_argument("--rows", default="A0,A1,A2,A3,A4,A5,A6,LOO")
+    ap.add_argument("--rows", default="A0,F,A1,A2,A3,A4,A5,A6,LOO")
     ap.add_argument("--train", type=int, default=2400, help="benchmark training scenes (seed 0)")
     ap.add_argument("--val", type=int, default=300, help="benchmark validation scenes (seed 1)")
     ap.add_argument("--size", type=int, default=128)
@@ -228,9 +231,10 @@ def main() -> None:
         out = work / "codecs" / (row + args.tag)
         weights = out / "weights.safetensors"
         if not weights.exists():
+            task_weight = 0.0 if row == "F" else args.task_weight
             cfg = UnifiedConfig(experts=tuple((t, expert(t)) for t in seen), mtce=mtce, bank=bank,
                                 diffusion=diffusion, scenes=args.scenes, scene_size=args.size,
-                                scene_batch=args.scene_batch, task_weight=args.task_weight,
+                                scene_batch=args.scene_batch, task_weight=task_weight,
                                 dikl_weight=args.dikl_weight)
             photo_dirs = (args.photos,) if Path(args.photos).is_dir() else ()  # held-out ones excluded
             tc = TrainConfig(out=str(out), data=photo_dirs, init=packaged, steps=args.steps,
@@ -238,7 +242,7 @@ def main() -> None:
                              lr=args.lr, seed=0, save_every=50, device=args.device, progress=False,
                              lambdas=tuple(read_metadata(packaged)["config"]["lambdas"]))
             recipe = {"steps": args.steps, "minutes": args.minutes, "lr": args.lr,
-                      "task_weight": args.task_weight, "scenes": args.scenes, "size": args.size,
+                      "task_weight": task_weight, "scenes": args.scenes, "size": args.size,
                       "batches": [args.scene_batch, args.photo_batch]}
             if args.dikl_weight != UnifiedConfig.dikl_weight:  # recipes written before the option stay valid
                 recipe["dikl_weight"] = args.dikl_weight

@@ -82,6 +82,19 @@ def test_ablation_switches_drop_their_terms(experts, flags, row, absent):
     assert ("log_vars.task_cls" in obj.state_dict()) == mtce
 
 
+def test_the_fine_tune_control_is_rate_distortion_alone_and_needs_no_expert():
+    cfg = UnifiedConfig(experts=(), mtce=False, bank=False, diffusion=False, task_weight=0.0, scene_batch=2)
+    assert cfg.row == "F"
+    obj = UnifiedObjective(cfg, scene_pool(2, 64, seed=3, workers=1))
+    model = GainedMeanScaleHyperprior(N=16, M=16)
+    obj.setup(model, "cpu")
+    loss, terms = obj.loss(model, torch.Generator().manual_seed(0), DEFAULT_LAMBDAS)
+    assert set(terms) == {"rd_scene"} and float(loss) == float(terms["rd_scene"]) > 0
+    assert not list(obj.parameters())  # nothing trains beside the codec
+    with pytest.raises(ValueError, match="at least one frozen expert"):
+        UnifiedObjective(UnifiedConfig(experts=(), mtce=False, bank=False, diffusion=False))  # weight 0.3
+
+
 def test_experts_must_be_pixel_models_of_their_task(experts, tmp_path):
     spec = TaskSpec("cls", CLASS_NAMES)
     save_head(create_head("latent-cls", spec, 16), tmp_path / "l.safetensors", "latent-cls", spec, 16)
