@@ -13,14 +13,14 @@ say) are made here instead, on data the evaluation never uses:
   512 px). The codecs saw crops of these in training, as A0 did.
 
 A variant of a row trains beside the benchmark's own under ``WORK/codecs/ROW+TAG``, e.g. the LOO
-row with task weight 0.15 and a plain rate-distortion fine-tune (A1 with task weight 0, the
-control for what fine-tuning alone costs people)::
+row with task weight 0.15, and the fine-tune control F (rate-distortion alone: what fine-tuning
+by itself costs people) at learning rate 3e-5::
 
     python benchmarks/unified.py --work runs/unified-cpu --rows LOO --tag=-tw0.15 --task-weight 0.15 \
         --until codecs --steps 1000
-    python benchmarks/unified.py --work runs/unified-cpu --rows A1 --tag=-rdonly --task-weight 0 \
+    python benchmarks/unified.py --work runs/unified-cpu --rows F --tag=-lr3e-5 --lr 3e-5 \
         --until codecs --steps 1000
-    python benchmarks/unified_dev.py --work runs/unified-cpu --codecs LOO,LOO-tw0.15,A1-rdonly --tasks cls,seg
+    python benchmarks/unified_dev.py --work runs/unified-cpu --codecs LOO,LOO-tw0.15,F-lr3e-5 --tasks cls,seg
 """
 
 from __future__ import annotations
