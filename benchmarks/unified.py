@@ -140,14 +140,17 @@ def photo_line(label: str, pts: list[dict], a0: list[dict] | None) -> str:
 
 
 def check_recipe(out: Path, recipe: dict) -> None:
-    """A row resumes only with the recipe it started with (``out/recipe.json``)."""
+    """A row resumes, or is reused once trained, only with the recipe it started with
+    (``out/recipe.json``); a trained row without one was not made by this script."""
     path = out / "recipe.json"
     if path.exists():
         old = json.loads(path.read_text())
         if old != recipe:
             diff = {k: (old.get(k), v) for k, v in recipe.items() if old.get(k) != v}
             raise SystemExit(f"{out} was started with another recipe {diff} (was, now); "
-                             f"use another --work or delete {out}")
+                             f"use another --work or --tag, or delete {out}")
+    elif (out / "weights.safetensors").exists():
+        raise SystemExit(f"{out} holds weights but no recipe.json; delete it or use another --tag")
     else:
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(recipe, indent=1))
@@ -179,8 +182,10 @@ def main() -> None:
     ap.add_argument("--photos", default=str(Path.home() / ".cache/mlcodec/photos"))
     ap.add_argument("--no-references", dest="references", action="store_false",
                     help="latent heads only: no evaluation references, no decode + reference rows")
-    ap.add_argument("--until", choices=("codecs", "end"), default="end",
-                    help="codecs: stop once the experts and the rows' codecs are trained (a GPU lease)")
+    ap.add_argument("--until", choices=("codecs", "references", "heads", "end"), default="end",
+                    help="stop after a stage: codecs (the experts and the rows' codecs: a GPU lease), "
+                         "references (also the evaluation references), heads (also the rows' latent "
+                         "heads), end (also the evaluation and the report)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -230,8 +235,14 @@ def main() -> None:
         mtce, bank, diffusion, seen = ROWS[row]
         out = work / "codecs" / (row + args.tag)
         weights = out / "weights.safetensors"
+        task_weight = 0.0 if row == "F" else args.task_weight
+        recipe = {"steps": args.steps, "minutes": args.minutes, "lr": args.lr,
+                  "task_weight": task_weight, "scenes": args.scenes, "size": args.size,
+                  "batches": [args.scene_batch, args.photo_batch]}
+        if args.dikl_weight != UnifiedConfig.dikl_weight:  # recipes written before the option stay valid
+            recipe["dikl_weight"] = args.dikl_weight
+        check_recipe(out, recipe)
         if not weights.exists():
-            task_weight = 0.0 if row == "F" else args.task_weight
             cfg = UnifiedConfig(experts=tuple((t, expert(t)) for t in seen), mtce=mtce, bank=bank,
                                 diffusion=diffusion, scenes=args.scenes, scene_size=args.size,
                                 scene_batch=args.scene_batch, task_weight=task_weight,
@@ -241,12 +252,6 @@ def main() -> None:
                              minutes=args.minutes, batch_size=args.photo_batch, patch=args.size,
                              lr=args.lr, seed=0, save_every=50, device=args.device, progress=False,
                              lambdas=tuple(read_metadata(packaged)["config"]["lambdas"]))
-            recipe = {"steps": args.steps, "minutes": args.minutes, "lr": args.lr,
-                      "task_weight": task_weight, "scenes": args.scenes, "size": args.size,
-                      "batches": [args.scene_batch, args.photo_batch]}
-            if args.dikl_weight != UnifiedConfig.dikl_weight:  # recipes written before the option stay valid
-                recipe["dikl_weight"] = args.dikl_weight
-            check_recipe(out, recipe)
             train(tc, UnifiedObjective(cfg))
             stamp(f"codec {row} trained")
         specs[row] = f"{BASE}:{weights.resolve()}"
@@ -258,6 +263,8 @@ def main() -> None:
     if args.references:
         refs = {t: pixel_model("references", t, h, 1) for t, h in EXPERT_HEADS.items()}
         refs["colour"] = pixel_model("references", "cls", "pixel-cls", 1, "colour")
+    if args.until == "references":
+        return
 
     # 4. latent shards and heads per row
     two = set(args.two_seeds.split(","))
@@ -284,6 +291,8 @@ def main() -> None:
                     stamp(f"{row} latent {name} seed {seed}: best {r.best(task):.4f}")
                 got[name] = str(path)
             heads[(row, seed)] = got
+    if args.until == "heads":
+        return
 
     # 5. evaluation: every row in one run per task (and per head seed)
     results: dict = {"args": vars(args), "specs": specs, "tasks": {},
