@@ -27,7 +27,7 @@ or checkpointed step, so a killed run resumes where it stopped):
    (each curve's metric interpolated linearly in log-bpp at the other's rates, in points of
    0.01); PSNR and MS-SSIM BD-rate against A0 on the held-out photos; encode/decode time.
 
-    python benchmarks/unified.py --work runs/unified-bench [--rows A0,A1,A2,A4,LOO] [--steps 300]
+    python benchmarks/unified.py --work runs/unified-bench [--rows A0,A1,A2,A4,LOO] [--steps 1000]
 """
 
 from __future__ import annotations
@@ -166,12 +166,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--expert-epochs", type=int, help=f"default by task: {EXPERT_EPOCHS}")
     ap.add_argument("--head-epochs", type=int, help=f"default by task: {HEAD_EPOCHS}")
-    ap.add_argument("--steps", type=int, default=300, help="codec training steps per row")
+    ap.add_argument("--steps", type=int, default=1000, help="codec training steps per row")
     ap.add_argument("--minutes", type=float, default=0.0, help="codec training time per row (0: steps)")
     ap.add_argument("--scenes", type=int, default=2000, help="codec training scenes (seed 1000)")
     ap.add_argument("--scene-batch", type=int, default=8)
     ap.add_argument("--photo-batch", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-4, help="codec learning rate")
+    ap.add_argument("--lr", type=float, default=UnifiedConfig.codec_lr,
+                    help="codec learning rate (chosen with --task-weight on the dev split)")
     ap.add_argument("--task-weight", type=float, default=UnifiedConfig.task_weight,
                     help="the balanced task terms against rate-distortion (chosen on the dev split: "
                          "benchmarks/unified_dev.py)")

@@ -305,7 +305,7 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(out=args.output, data=tuple(args.data), use_skimage=not args.no_skimage,
                       steps=args.steps, batch_size=args.batch_size, patch=args.patch,
-                      lr=args.lr or (2e-4 if args.objective == "rd" else 1e-4),
+                      lr=args.lr or 2e-4,
                       bf16=args.bf16, seed=args.seed, threads=args.threads, device=args.device,
                       init=args.init or "", minutes=args.minutes, distill_hyper=args.distill_hyper,
                       distill_hidden=args.distill_hidden, distill_loss=args.distill_loss,
@@ -316,6 +316,8 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
         from mlcodec.objective import objective_plugins
 
         objective = objective_plugins()[args.objective].load().from_args(args)
+        if not args.lr:  # a fine-tune: the objective's own codec rate
+            cfg = dataclasses.replace(cfg, lr=objective.codec_lr)
         if not args.init:  # an objective fine-tunes: start from the packaged weights
             from mlcodec.registry import pretrained_path
 
@@ -439,8 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=34000, help="training steps")
     t.add_argument("--batch-size", type=int, default=8, help="crops per step")
     t.add_argument("--patch", type=int, default=128, help="crop side in pixels")
-    t.add_argument("--lr", type=float, help="peak learning rate (Adam; default 2e-4, 1e-4 with an "
-                   "--objective other than rd, which fine-tunes)")
+    t.add_argument("--lr", type=float, help="peak learning rate (Adam; default 2e-4; with an "
+                   "--objective other than rd, which fine-tunes, the objective's codec_lr)")
     t.add_argument("--warmup", type=int, help="steps of linear learning-rate warm-up (default 100, "
                    "TrainConfig's; a fine-tune without one loses over 1 dB in its first Adam step)")
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the transforms")

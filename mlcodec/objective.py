@@ -28,6 +28,8 @@ class CodecObjective(nn.Module):
     name = "objective"
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    #: the codec's learning rate when ``train-codec`` is given none: an objective fine-tunes
+    codec_lr: float = 1e-4
 
     def prepare(self) -> None:
         """Load data before the loop builds the codec (e.g. in forked processes, before any CUDA

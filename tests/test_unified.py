@@ -209,6 +209,20 @@ def test_train_codec_cli_asks_for_an_expert_per_seen_task(capsys):
     assert "no --expert for seg" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("given, expected", [([], UnifiedConfig.codec_lr), (["--lr", "5e-5"], 5e-5)])
+def test_train_codec_fine_tunes_at_the_objectives_codec_rate_unless_told(experts, monkeypatch, tmp_path,
+                                                                           given, expected):
+    import mlcodec.train
+    from mlcodec.cli import main
+
+    seen = {}
+    monkeypatch.setattr(mlcodec.train, "train", lambda cfg, objective: seen.update(cfg=cfg) or tmp_path)
+    monkeypatch.setattr(UnifiedObjective, "prepare", lambda self: None)
+    expert_args = [a for t, p in experts for a in ("--expert", f"{t}={p}")]
+    assert main(["train-codec", "--objective", "unified", *expert_args, "-o", str(tmp_path), *given]) == 0
+    assert seen["cfg"].lr == expected and seen["cfg"].init  # from the packaged weights
+
+
 def test_mlcodec_unified_round_trips_and_decodes_alike_in_any_batch_and_thread_count(photo):
     import mlcodec
     from mlcodec.bitstream import read_header
