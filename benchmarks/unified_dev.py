@@ -21,6 +21,9 @@ by itself costs people) at learning rate 3e-5::
     python benchmarks/unified.py --work runs/unified-cpu --rows F --tag=-lr3e-5 --lr 3e-5 \
         --until codecs --steps 1000
     python benchmarks/unified_dev.py --work runs/unified-cpu --codecs LOO,LOO-tw0.15,F-lr3e-5 --tasks cls,seg
+
+``--held-out`` measures people on the ablation's held-out photos instead of the dev photos: a
+report on a codec about to ship, once its recipe is chosen, never an input to choosing one.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from mlcodec.data.synthetic import SyntheticScenes, export_coco  # noqa: E402
 from mlcodec.tasks.data import make_spec  # noqa: E402
 from mlcodec.tasks.evaluate import curves, evaluate_codecs  # noqa: E402
 from mlcodec.tasks.metrics import PRIMARY  # noqa: E402
-from rd_curve import measure  # noqa: E402
+from rd_curve import held_out_photos, measure  # noqa: E402
 from unified import BASE, EXPERT_HEADS, QUALITIES, compare, fmt, photo_line  # noqa: E402
 
 DEV_SEED, DEV_SCENES = 2000, 300
@@ -62,6 +65,8 @@ def main() -> None:
     ap.add_argument("--codecs", required=True, help="folders under WORK/codecs, compared with A0")
     ap.add_argument("--tasks", default="cls,seg,det")
     ap.add_argument("--photos", default=str(Path.home() / ".cache/mlcodec/photos"))
+    ap.add_argument("--held-out", action="store_true",
+                    help="people on the held-out photos (a report on a chosen codec, never for choosing)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -75,7 +80,7 @@ def main() -> None:
 
     print(f"dev scenes: {len(src)} of seed {DEV_SEED}; decode + frozen seed-0 expert (the codecs' "
           "teachers); BD-rate against A0 [min/mean points gained at common rates]")
-    for task in args.tasks.split(","):
+    for task in [t for t in args.tasks.split(",") if t]:  # --tasks "": photos only
         spec = make_spec(src.class_names, src.label_names, task, "label", src.category_ids)
         expert = work / "experts" / task / f"{EXPERT_HEADS[task]}.safetensors"
         res = evaluate_codecs(task, src, spec, list(specs.values()), QUALITIES, pixel_reference=str(expert),
@@ -87,8 +92,12 @@ def main() -> None:
             print(f"{task:<4} {row:<10} " + " ".join(f"{p['bpp']:.3f}:{p[metric]:.3f}" for p in pts)
                   + ("" if row == "A0" else f" | {fmt(compare(ref, pts, metric))}"), flush=True)
 
-    photos = dev_photos(args.photos)
-    print(f"\n{len(photos)} dev photos (training photos): " + ", ".join(p.name for p in photos))
+    if args.held_out:
+        print("\nthe ablation's held-out photos (a report, never for choosing a recipe):")
+        photos = held_out_photos(args.photos)
+    else:
+        photos = dev_photos(args.photos)
+        print(f"\n{len(photos)} dev photos (training photos): " + ", ".join(p.name for p in photos))
     a0 = None
     for row, s in specs.items():
         codec = mlcodec.create_codec(s)
