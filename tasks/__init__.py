@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from torch import nn
 
 from .data import TaskSpec
-from .heads import (LatentClassifier, LatentDetector, LatentSegmenter, PixelClassifier,
-                    PixelDetector, PixelSegmenter)
 
 
 @dataclass(frozen=True)
@@ -33,20 +31,36 @@ class HeadConfig:
     builder: Callable[[TaskSpec, int, nn.Sequential | None], nn.Module] | None
 
 
+def _latent(cls: str) -> Callable[[TaskSpec, int, nn.Sequential | None], nn.Module]:
+    def build(spec: TaskSpec, cin: int, syn: nn.Sequential | None) -> nn.Module:
+        from . import heads  # timm: loaded when a head is built, not when the CLI starts
+
+        return getattr(heads, cls)(cin, spec.num_outputs, synthesis=syn)
+    return build
+
+
+def _pixel(cls: str) -> Callable[[TaskSpec, int, nn.Sequential | None], nn.Module]:
+    def build(spec: TaskSpec, cin: int, syn: nn.Sequential | None) -> nn.Module:
+        from . import heads
+
+        return getattr(heads, cls)(spec.num_outputs)
+    return build
+
+
 _HEADS: dict[str, HeadConfig] = {c.name: c for c in (
     HeadConfig("latent-cls", "cls", "latent", "timm ResNet-10t trunk, latent stem, avg-pool + linear",
-               lambda spec, cin, syn: LatentClassifier(cin, spec.num_outputs, synthesis=syn)),
+               _latent("LatentClassifier")),
     HeadConfig("latent-det", "det", "latent", "timm ResNet-10t trunk + FPN, FCOS-style at stride 8",
-               lambda spec, cin, syn: LatentDetector(cin, spec.num_outputs, synthesis=syn)),
+               _latent("LatentDetector")),
     HeadConfig("latent-seg", "seg", "latent", "timm ResNet-10t layer1-2 + FPN, logits at stride 8",
-               lambda spec, cin, syn: LatentSegmenter(cin, spec.num_outputs, synthesis=syn)),
+               _latent("LatentSegmenter")),
     HeadConfig("pixel-cls", "cls", "pixel", "timm ResNet-10t stages 1-3 on RGB, avg-pool + linear",
-               lambda spec, cin, syn: PixelClassifier(spec.num_outputs)),
+               _pixel("PixelClassifier")),
     HeadConfig("pixel-seg", "seg", "pixel", "timm ResNet-10t + the same FPN decoder on RGB",
-               lambda spec, cin, syn: PixelSegmenter(spec.num_outputs)),
+               _pixel("PixelSegmenter")),
     HeadConfig("pixel-det", "det", "pixel", "ultralytics YOLOv8n from its yaml (no downloads)", None),
     HeadConfig("pixel-fcos", "det", "pixel", "timm ResNet-10t + FPN on RGB, FCOS-style at stride 8",
-               lambda spec, cin, syn: PixelDetector(spec.num_outputs)),
+               _pixel("PixelDetector")),
 )}
 
 

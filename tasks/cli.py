@@ -96,8 +96,7 @@ def cmd_tune_codec(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from . import list_heads
     from .data import TASKS
-    from .heads import STEMS
-    from .train import DEFAULT_LR, DEFAULT_WEIGHT_DECAY
+    from .options import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, STEMS
 
     t = sub.add_parser("train-head", help="train a task head on latent shards (or a pixel reference)")
     t.add_argument("--task", required=True, choices=TASKS, help="what the head predicts")

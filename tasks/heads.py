@@ -12,7 +12,7 @@ transposed conv from top-1 0.615 to 0.823, mIoU 0.452 to 0.574 and mAP 0.361 to 
 more time per epoch; the learned stem remains (``stem="learned"``) for codecs whose synthesis does
 not start that way. Earlier probes: a full ResNet-18 with a stride-1 latent stem memorised the
 training set (top-1 0.2); the lighter ResNet-10t stopping at ``layer3`` is kept (``layer2`` for
-the segmenter), and every head trains with strong weight decay (``train.DEFAULT_WEIGHT_DECAY``).
+the segmenter), and every head trains with strong weight decay (``options.DEFAULT_WEIGHT_DECAY``).
 Pixel references are the usual models on decoded RGB: a timm ResNet-10t classifier, a timm
 ResNet-10t + FPN segmenter, and (in :mod:`mlcodec.tasks.yolo`) an ultralytics YOLO detector. Both
 sides use the same timm family so the comparison is of inputs, not of networks.
@@ -31,9 +31,10 @@ from compressai.layers import GDN
 from compressai.models.utils import deconv
 from torch import Tensor, nn
 
+from .options import STEMS  # noqa: F401  (re-exported: the stems' names live with the CLI's options)
+
 LATENT_STRIDE = 16
 TRUNK_STRIDE = LATENT_STRIDE // 2  # image stride of layer1 after the upsampling stem
-STEMS = ("synthesis", "learned")  # latent heads' stems: the codec's frozen g_s[:2], or learned
 
 
 def synthesis_layers(in_channels: int, channels: int) -> nn.Sequential:

@@ -27,25 +27,12 @@ from mlcodec.registry import list_codecs
 
 from . import create_head, head_config
 from .data import TaskSpec, check_task, make_loader, read_manifest, spec_from_manifest, task_targets
-from .heads import LATENT_STRIDE, STEMS, synthesis_channels, synthesis_layers, synthesis_stage
+from .heads import LATENT_STRIDE, synthesis_channels, synthesis_layers, synthesis_stage
 from .losses import decode_boxes, detection_loss, segmentation_loss
 from .metrics import TaskMetric, primary
+from .options import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, STEMS
 
 log = logging.getLogger(__name__)
-
-# Peak learning rates of the one-cycle schedule, by task (both input domains). On the synthetic
-# benchmark (16-epoch runs, full-resolution loss): 2e-3 beat 1e-3 for both segmenters (val mIoU
-# latent 0.46 vs 0.39, pixel 0.76 vs 0.56), and 4e-3 beat 2e-3 for both again (latent 0.606 vs
-# 0.574, pixel 0.799 vs 0.750).
-DEFAULT_LR = {"cls": 2e-3, "det": 2e-3, "seg": 4e-3}
-# AdamW weight decay (on every parameter), by task, for both input domains (pixel-det is YOLO with
-# ultralytics' own). On the synthetic benchmark the latent heads fitted the training set far better
-# than they generalised (segmenter: train mIoU 0.82, val 0.615; classifier: training loss 0.006,
-# val top-1 0.82). In probes (latent heads, the benchmark's epochs) raising it from 0.05 lifted the
-# best val mIoU 0.622 -> 0.639 (0.3) -> 0.699 (1.0), top-1 0.823 -> 0.885 and mAP 0.436 -> 0.452
-# (1.0); at 3.0 the segmenter collapsed (0.12); 1.0 with norms and biases left undecayed (timm's
-# parameter groups) gave 0.66.
-DEFAULT_WEIGHT_DECAY = {"cls": 1.0, "det": 1.0, "seg": 1.0}
 
 
 @dataclass

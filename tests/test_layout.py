@@ -18,3 +18,15 @@ def test_core_imports_neither_tasks_nor_integrations():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_command_line_starts_without_the_task_models_libraries():
+    """Building the parser loads every plugin's options, but not timm, ultralytics or ray: a
+    command that trains no head (``info``, ``compress``, ``--version``) starts in the time torch
+    takes to import."""
+    code = (
+        "import sys, mlcodec.cli; mlcodec.cli.build_parser(); "
+        "heavy = [m for m in ('timm', 'ultralytics', 'ray', 'mlcodec.tasks.heads') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
