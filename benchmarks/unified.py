@@ -247,7 +247,7 @@ def main() -> None:
             cfg = UnifiedConfig(experts=tuple((t, expert(t)) for t in seen), mtce=mtce, bank=bank,
                                 diffusion=diffusion, scenes=args.scenes, scene_size=args.size,
                                 scene_batch=args.scene_batch, task_weight=task_weight,
-                                dikl_weight=args.dikl_weight)
+                                dikl_weight=args.dikl_weight, codec_lr=args.lr)  # as recorded
             photo_dirs = (args.photos,) if Path(args.photos).is_dir() else ()  # held-out ones excluded
             tc = TrainConfig(out=str(out), data=photo_dirs, init=packaged, steps=args.steps,
                              minutes=args.minutes, batch_size=args.photo_batch, patch=args.size,

@@ -316,7 +316,9 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
         from mlcodec.objective import objective_plugins
 
         objective = objective_plugins()[args.objective].load().from_args(args)
-        if not args.lr:  # a fine-tune: the objective's own codec rate
+        if args.lr:
+            objective.codec_lr = args.lr  # what the weights' metadata records
+        else:  # a fine-tune: the objective's own codec rate
             cfg = dataclasses.replace(cfg, lr=objective.codec_lr)
         if not args.init:  # an objective fine-tunes: start from the packaged weights
             from mlcodec.registry import pretrained_path

@@ -291,4 +291,5 @@ class UnifiedObjective(CodecObjective):
     def metadata(self) -> dict[str, Any]:
         cfg = asdict(self.cfg)
         cfg["experts"] = {t: p for t, p in self.cfg.experts}
+        cfg["codec_lr"] = self.codec_lr  # train-codec --lr overrides the configuration's
         return {"objective": self.name, "unified": {**cfg, "row": self.cfg.row}}

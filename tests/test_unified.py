@@ -216,11 +216,12 @@ def test_train_codec_fine_tunes_at_the_objectives_codec_rate_unless_told(experts
     from mlcodec.cli import main
 
     seen = {}
-    monkeypatch.setattr(mlcodec.train, "train", lambda cfg, objective: seen.update(cfg=cfg) or tmp_path)
+    monkeypatch.setattr(mlcodec.train, "train", lambda cfg, objective: seen.update(cfg=cfg, objective=objective) or tmp_path)
     monkeypatch.setattr(UnifiedObjective, "prepare", lambda self: None)
     expert_args = [a for t, p in experts for a in ("--expert", f"{t}={p}")]
     assert main(["train-codec", "--objective", "unified", *expert_args, "-o", str(tmp_path), *given]) == 0
     assert seen["cfg"].lr == expected and seen["cfg"].init  # from the packaged weights
+    assert seen["objective"].metadata()["unified"]["codec_lr"] == expected
 
 
 def test_mlcodec_unified_round_trips_and_decodes_alike_in_any_batch_and_thread_count(photo):
