@@ -28,6 +28,13 @@ or checkpointed step, so a killed run resumes where it stopped):
    0.01); PSNR and MS-SSIM BD-rate against A0 on the held-out photos; encode/decode time.
 
     python benchmarks/unified.py --work runs/unified-bench [--rows A0,A1,A2,A4,LOO] [--steps 1000]
+
+On two cores, the stages that do not depend on each other run as two 1-thread processes, e.g. the
+codec rows beside the evaluation references (A0 is the packaged codec: nothing to train), then the
+full run, which finds everything trained and evaluates:
+
+    python benchmarks/unified.py --work runs/unified-cpu --rows A4,F,A1,A2,A3,A5,A6,LOO --until codecs --threads 1
+    python benchmarks/unified.py --work runs/unified-cpu --rows A0 --until references --threads 1
 """
 
 from __future__ import annotations
