@@ -30,7 +30,7 @@ from mlcodec.data.synthetic import export_all  # noqa: E402
 from mlcodec.integrations.webdataset import write_image_shards, write_shards  # noqa: E402
 from mlcodec.tasks.data import TaskSpec  # noqa: E402
 from mlcodec.tasks.evaluate import curves, evaluate_codecs, write_report  # noqa: E402
-from mlcodec.tasks.heads import STEMS  # noqa: E402
+from mlcodec.tasks.options import STEMS  # noqa: E402
 from mlcodec.tasks.metrics import PRIMARY, primary  # noqa: E402
 from mlcodec.tasks.train import train_head  # noqa: E402
 from mlcodec.tasks.yolo import train_yolo  # noqa: E402

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 from torch import nn
 
@@ -31,36 +32,28 @@ class HeadConfig:
     builder: Callable[[TaskSpec, int, nn.Sequential | None], nn.Module] | None
 
 
-def _latent(cls: str) -> Callable[[TaskSpec, int, nn.Sequential | None], nn.Module]:
-    def build(spec: TaskSpec, cin: int, syn: nn.Sequential | None) -> nn.Module:
-        from . import heads  # timm: loaded when a head is built, not when the CLI starts
+def _heads() -> ModuleType:
+    """:mod:`mlcodec.tasks.heads`, imported when a head is built: it loads timm, which the CLI
+    does not need to start."""
+    from . import heads
 
-        return getattr(heads, cls)(cin, spec.num_outputs, synthesis=syn)
-    return build
-
-
-def _pixel(cls: str) -> Callable[[TaskSpec, int, nn.Sequential | None], nn.Module]:
-    def build(spec: TaskSpec, cin: int, syn: nn.Sequential | None) -> nn.Module:
-        from . import heads
-
-        return getattr(heads, cls)(spec.num_outputs)
-    return build
+    return heads
 
 
 _HEADS: dict[str, HeadConfig] = {c.name: c for c in (
     HeadConfig("latent-cls", "cls", "latent", "timm ResNet-10t trunk, latent stem, avg-pool + linear",
-               _latent("LatentClassifier")),
+               lambda spec, cin, syn: _heads().LatentClassifier(cin, spec.num_outputs, synthesis=syn)),
     HeadConfig("latent-det", "det", "latent", "timm ResNet-10t trunk + FPN, FCOS-style at stride 8",
-               _latent("LatentDetector")),
+               lambda spec, cin, syn: _heads().LatentDetector(cin, spec.num_outputs, synthesis=syn)),
     HeadConfig("latent-seg", "seg", "latent", "timm ResNet-10t layer1-2 + FPN, logits at stride 8",
-               _latent("LatentSegmenter")),
+               lambda spec, cin, syn: _heads().LatentSegmenter(cin, spec.num_outputs, synthesis=syn)),
     HeadConfig("pixel-cls", "cls", "pixel", "timm ResNet-10t stages 1-3 on RGB, avg-pool + linear",
-               _pixel("PixelClassifier")),
+               lambda spec, cin, syn: _heads().PixelClassifier(spec.num_outputs)),
     HeadConfig("pixel-seg", "seg", "pixel", "timm ResNet-10t + the same FPN decoder on RGB",
-               _pixel("PixelSegmenter")),
+               lambda spec, cin, syn: _heads().PixelSegmenter(spec.num_outputs)),
     HeadConfig("pixel-det", "det", "pixel", "ultralytics YOLOv8n from its yaml (no downloads)", None),
     HeadConfig("pixel-fcos", "det", "pixel", "timm ResNet-10t + FPN on RGB, FCOS-style at stride 8",
-               _pixel("PixelDetector")),
+               lambda spec, cin, syn: _heads().PixelDetector(spec.num_outputs)),
 )}
 
 

@@ -31,8 +31,6 @@ from compressai.layers import GDN
 from compressai.models.utils import deconv
 from torch import Tensor, nn
 
-from .options import STEMS  # noqa: F401  (re-exported: the stems' names live with the CLI's options)
-
 LATENT_STRIDE = 16
 TRUNK_STRIDE = LATENT_STRIDE // 2  # image stride of layer1 after the upsampling stem
 
