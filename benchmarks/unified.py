@@ -21,8 +21,9 @@ or checkpointed step, so a killed run resumes where it stopped):
    unseen task).
 4. per row: latent shards of the training scenes (mixed qualities), latent heads for cls, seg,
    det and colour (the same epochs and seeds for every row; seeds 0 and 1 for A0 and A4).
-5. ``evaluate_codecs`` over the val scenes at qualities 0.1-0.9, all rows in one run per task:
-   latent heads and decode + frozen evaluation reference.
+5. ``evaluate_codecs`` over the val scenes at qualities 0.1-0.9, per row, task and head seed:
+   latent heads and decode + frozen evaluation reference; each result is kept with the digests of
+   what it measured, so a killed run resumes and a run with more rows evaluates only the new ones.
 6. BD-rate against A0 per task and domain; where the curves do not overlap, the fixed-grid gain
    (each curve's metric interpolated linearly in log-bpp at the other's rates, in points of
    0.01); PSNR and MS-SSIM BD-rate against A0 on the held-out photos; encode/decode time.
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -144,6 +146,11 @@ def photo_line(label: str, pts: list[dict], a0: list[dict] | None) -> str:
         except ValueError:
             line += f" | {m} BD-rate n/a"
     return line
+
+
+def digest(path: str | Path) -> str:
+    """SHA-256 of a file (a head's or a reference's weights), for keying kept evaluations."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def check_recipe(out: Path, recipe: dict) -> None:
@@ -302,22 +309,46 @@ def main() -> None:
     if args.until == "heads":
         return
 
-    # 5. evaluation: every row in one run per task (and per head seed)
+    # 5. evaluation, per row, task and head seed, each kept in WORK/rows/ROW/eval-seedS/TASK.json
+    # with what it measured (codec, head and reference digests), so a killed run resumes and a
+    # later run with more rows evaluates only the new ones; the photos likewise (speed is not kept:
+    # times compare only within one run)
+    def kept(path: Path, key: dict, compute, what: str):
+        """``compute()``, or what ``path`` kept from an earlier run that measured the same ``key``."""
+        old = json.loads(path.read_text()) if path.exists() else {}
+        if old.get("key") == key:
+            return old["value"]
+        value = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"key": key, "value": value}, indent=1))
+        stamp(what)
+        return value
+
     results: dict = {"args": vars(args), "specs": specs, "tasks": {},
                       "a0_fingerprint": mlcodec.create_codec(BASE).fingerprint(0.5).hex()}
     for name, task, label in EVAL_TASKS:
         spec_t = make_spec(val_src.class_names, val_src.label_names, task, label, val_src.category_ids)
         per_seed = {}
         for seed in (0, 1):
-            hs = [(specs[r], heads[(r, seed)][name]) for r in rows if (r, seed) in heads]
-            if not hs:
-                continue
-            codecs = [specs[r] for r in rows if (r, seed) in heads]
-            res = evaluate_codecs(task, val_src, spec_t, codecs, QUALITIES, latent_head=hs,
-                                  pixel_reference=refs[name] if seed == 0 else None, progress=False)
-            per_seed[seed] = res["rows"]
+            got: list[dict] = []
+            for row in rows:
+                if (row, seed) not in heads:
+                    continue
+                ref = refs[name] if seed == 0 else None
+                key = {"codec": specs[row], "fingerprint": mlcodec.create_codec(specs[row]).fingerprint(0.5).hex(),
+                       "head": digest(heads[(row, seed)][name]), "reference": ref and digest(ref),
+                       "qualities": list(QUALITIES), "val": args.val}
+                measured = kept(work / "rows" / (row + args.tag) / f"eval-seed{seed}" / f"{name}.json", key,
+                                lambda: evaluate_codecs(task, val_src, spec_t, [specs[row]], QUALITIES,
+                                                        latent_head=[(specs[row], heads[(row, seed)][name])],
+                                                        pixel_reference=ref, progress=False)["rows"],
+                                f"evaluated {row} {name} seed {seed}")
+                # the uncompressed reference row is the same in every row's run: keep it once
+                got += [r for r in measured if r["codec"] != "uncompressed" or
+                        not any(g["codec"] == "uncompressed" for g in got)]
+            if got:
+                per_seed[seed] = got
         results["tasks"][name] = per_seed
-        stamp(f"evaluated {name}")
 
     # 6. photos and speed
     photos = held_out_photos(args.photos)
@@ -325,7 +356,11 @@ def main() -> None:
     results["photos"], results["speed"] = {}, {}
     for row in rows:
         codec = mlcodec.create_codec(specs[row])
-        results["photos"][row] = [measure(codec, photos, q) for q in QUALITIES]
+        key = {"fingerprint": codec.fingerprint(0.5).hex(), "qualities": list(QUALITIES),  # type: ignore[attr-defined]
+               "photos": [[p.name, p.image.width, p.image.height] for p in photos]}
+        results["photos"][row] = kept(work / "rows" / (row + args.tag) / "photos.json", key,
+                                      lambda: [measure(codec, photos, q) for q in QUALITIES],
+                                      f"{row} measured on the photos")
         t = time.perf_counter()
         datas = codec.compress_batch(scenes, quality=0.5)
         enc = time.perf_counter() - t
