@@ -36,6 +36,10 @@ full run, which finds everything trained and evaluates:
 
     python benchmarks/unified.py --work runs/unified-cpu --rows A4,F,A1,A2,A3,A5,A6,LOO --until codecs --threads 1
     python benchmarks/unified.py --work runs/unified-cpu --rows A0 --until references --threads 1
+
+A run with ``--references trained`` evaluates while a reference still trains: that task gets its
+latent rows now, and a later run adds its decode + reference rows (the kept latent rows of rows
+already evaluated are measured again, as their key names the reference).
 """
 
 from __future__ import annotations
@@ -195,8 +199,12 @@ def main() -> None:
                     "a recipe variant for benchmarks/unified_dev.py beside the benchmark's own rows")
     ap.add_argument("--two-seeds", default="A0,A4", help="rows whose heads train with seeds 0 and 1")
     ap.add_argument("--photos", default=str(Path.home() / ".cache/mlcodec/photos"))
-    ap.add_argument("--no-references", dest="references", action="store_false",
-                    help="latent heads only: no evaluation references, no decode + reference rows")
+    ap.add_argument("--references", choices=("train", "trained", "none"), default="train",
+                    help="evaluation references: train those missing; use only those already trained "
+                    "(a task whose reference is still training gets latent rows only, and its "
+                    "decode + reference rows are added by a later run); none (latent heads only)")
+    ap.add_argument("--no-references", dest="references", action="store_const", const="none",
+                    help="the same as --references none")
     ap.add_argument("--until", choices=("codecs", "references", "heads", "end"), default="end",
                     help="stop after a stage: codecs (the experts and the rows' codecs: a GPU lease), "
                          "references (also the evaluation references), heads (also the rows' latent "
@@ -226,10 +234,16 @@ def main() -> None:
         return train_src, val_src
 
     # 2. experts (seed 0, codec training) and evaluation references (seed 1, never in training)
+    def pixel_out(kind: str, task: str, label: str = "label") -> Path:
+        return work / kind / (task if label == "label" else label)
+
+    def pixel_model_trained(kind: str, task: str, head: str, label: str = "label") -> bool:
+        return (pixel_out(kind, task, label) / f"{head}.history.json").exists()  # written when training ends
+
     def pixel_model(kind: str, task: str, head: str, seed: int, label: str = "label") -> str:
-        out = work / kind / (task if label == "label" else label)
+        out = pixel_out(kind, task, label)
         path = out / f"{head}.safetensors"
-        if not (out / f"{head}.history.json").exists():  # written when training ends
+        if not pixel_model_trained(kind, task, head, label):
             data()
             r = train_head(task, [work / "png/train"], [work / "png/val"], out, head=head,
                            epochs=args.expert_epochs or EXPERT_EPOCHS[task], seed=seed, progress=False,
@@ -275,9 +289,13 @@ def main() -> None:
         return
     train_src, val_src = data()
     refs: dict[str, str | None] = {"cls": None, "seg": None, "det": None, "colour": None}
-    if args.references:
-        refs = {t: pixel_model("references", t, h, 1) for t, h in EXPERT_HEADS.items()}
-        refs["colour"] = pixel_model("references", "cls", "pixel-cls", 1, "colour")
+    if args.references != "none":
+        wanted = {**{t: (t, h, "label") for t, h in EXPERT_HEADS.items()}, "colour": ("cls", "pixel-cls", "colour")}
+        for name, (task, head, label) in wanted.items():
+            if args.references == "train" or pixel_model_trained("references", task, head, label):
+                refs[name] = pixel_model("references", task, head, 1, label)
+            else:
+                stamp(f"reference for {name} not trained yet: latent rows only")
     if args.until == "references":
         return
 
