@@ -197,6 +197,8 @@ def main() -> None:
     ap.add_argument("--dikl-weight", type=float, default=UnifiedConfig.dikl_weight)
     ap.add_argument("--tag", default="", help="suffix of the rows' codec folders (WORK/codecs/ROW+TAG): "
                     "a recipe variant for benchmarks/unified_dev.py beside the benchmark's own rows")
+    ap.add_argument("--eval-tasks", default=",".join(t[0] for t in EVAL_TASKS),
+                    help="evaluation tasks whose heads train and evaluate (all by default)")
     ap.add_argument("--two-seeds", default="A0,A4", help="rows whose heads train with seeds 0 and 1")
     ap.add_argument("--photos", default=str(Path.home() / ".cache/mlcodec/photos"))
     ap.add_argument("--references", choices=("train", "trained", "none"), default="train",
@@ -212,6 +214,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    eval_tasks = [t for t in EVAL_TASKS if t[0] in args.eval_tasks.split(",")]
+    if unknown := set(args.eval_tasks.split(",")) - {t[0] for t in EVAL_TASKS}:
+        raise SystemExit(f"--eval-tasks: unknown {sorted(unknown)}; choose from {[t[0] for t in EVAL_TASKS]}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # an epoch a line
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -314,7 +319,7 @@ def main() -> None:
         write_shards(val_src, base / "shards/val-q0.5", codec=spec, quality=0.5, progress=False)
         for seed in ((0, 1) if row in two else (0,)):
             got = {}
-            for name, task, label in EVAL_TASKS:
+            for name, task, label in eval_tasks:
                 out = base / f"heads-seed{seed}" / name
                 path = out / f"latent-{task}.safetensors"
                 if not (out / f"latent-{task}.history.json").exists():
@@ -344,7 +349,7 @@ def main() -> None:
 
     results: dict = {"args": vars(args), "specs": specs, "tasks": {},
                       "a0_fingerprint": mlcodec.create_codec(BASE).fingerprint(0.5).hex()}
-    for name, task, label in EVAL_TASKS:
+    for name, task, label in eval_tasks:
         spec_t = make_spec(val_src.class_names, val_src.label_names, task, label, val_src.category_ids)
         per_seed = {}
         for seed in (0, 1):
