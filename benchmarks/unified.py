@@ -343,7 +343,9 @@ def main() -> None:
             return old["value"]
         value = compute()
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"key": key, "value": value}, indent=1))
+        tmp = path.with_suffix(".tmp")  # written whole, then renamed: a killed run leaves no half file
+        tmp.write_text(json.dumps({"key": key, "value": value}, indent=1))
+        tmp.replace(path)
         stamp(what)
         return value
 
