@@ -349,19 +349,21 @@ def main() -> None:
         stamp(what)
         return value
 
-    results: dict = {"args": vars(args), "specs": specs, "tasks": {},
-                      "a0_fingerprint": mlcodec.create_codec(BASE).fingerprint(0.5).hex()}
+    fingerprints = {row: mlcodec.create_codec(specs[row]).fingerprint(0.5).hex()  # type: ignore[attr-defined]
+                    for row in {"A0", *rows}}
+    results: dict = {"args": vars(args), "specs": specs, "tasks": {}, "a0_fingerprint": fingerprints["A0"]}
     for name, task, label in eval_tasks:
         spec_t = make_spec(val_src.class_names, val_src.label_names, task, label, val_src.category_ids)
         per_seed = {}
         for seed in (0, 1):
             got: list[dict] = []
+            ref = refs[name] if seed == 0 else None
+            ref_digest = ref and digest(ref)
             for row in rows:
                 if (row, seed) not in heads:
                     continue
-                ref = refs[name] if seed == 0 else None
-                key = {"codec": specs[row], "fingerprint": mlcodec.create_codec(specs[row]).fingerprint(0.5).hex(),
-                       "head": digest(heads[(row, seed)][name]), "reference": ref and digest(ref),
+                key = {"codec": specs[row], "fingerprint": fingerprints[row],
+                       "head": digest(heads[(row, seed)][name]), "reference": ref_digest,
                        "qualities": list(QUALITIES), "val": args.val}
                 measured = kept(work / "rows" / (row + args.tag) / f"eval-seed{seed}" / f"{name}.json", key,
                                 lambda: evaluate_codecs(task, val_src, spec_t, [specs[row]], QUALITIES,
@@ -381,7 +383,7 @@ def main() -> None:
     results["photos"], results["speed"] = {}, {}
     for row in rows:
         codec = mlcodec.create_codec(specs[row])
-        key = {"fingerprint": codec.fingerprint(0.5).hex(), "qualities": list(QUALITIES),  # type: ignore[attr-defined]
+        key = {"fingerprint": fingerprints[row], "qualities": list(QUALITIES),
                "photos": [[p.name, p.image.width, p.image.height] for p in photos]}
         results["photos"][row] = kept(work / "rows" / (row + args.tag) / "photos.json", key,
                                       lambda: [measure(codec, photos, q) for q in QUALITIES],
