@@ -37,6 +37,10 @@ full run, which finds everything trained and evaluates:
     python benchmarks/unified.py --work runs/unified-cpu --rows A4,F,A1,A2,A3,A5,A6,LOO --until codecs --threads 1
     python benchmarks/unified.py --work runs/unified-cpu --rows A0 --until references --threads 1
 
+``--packaged-a4`` takes row A4 from the shipped ``mlcodec-unified`` weights (trained by this
+script's A4 recipe) instead of training it again; its shards, heads and kept evaluations live in
+``WORK/rows/A4-packaged``, apart from a retrained A4's.
+
 A run with ``--references trained`` evaluates while a reference still trains: that task gets its
 latent rows now, and a later run adds its decode + reference rows (the kept latent rows of rows
 already evaluated are measured again, as their key names the reference).
@@ -199,6 +203,9 @@ def main() -> None:
                     "a recipe variant for benchmarks/unified_dev.py beside the benchmark's own rows")
     ap.add_argument("--eval-tasks", default=",".join(t[0] for t in EVAL_TASKS),
                     help="evaluation tasks whose heads train and evaluate (all by default)")
+    ap.add_argument("--packaged-a4", action="store_true",
+                    help="row A4 is the shipped mlcodec-unified (trained by this script's A4 recipe, "
+                         "BENCHMARKS.md) instead of a codec trained again in WORK/codecs/A4")
     ap.add_argument("--two-seeds", default="A0,A4", help="rows whose heads train with seeds 0 and 1")
     ap.add_argument("--photos", default=str(Path.home() / ".cache/mlcodec/photos"))
     ap.add_argument("--references", choices=("train", "trained", "none"), default="train",
@@ -259,12 +266,18 @@ def main() -> None:
     def expert(task: str) -> str:  # trained when a codec row first needs it
         return pixel_model("experts", task, EXPERT_HEADS[task], 0)
 
+    def row_dir(row: str) -> Path:  # shards, heads and kept evaluations of a row
+        return work / "rows" / (row + args.tag + ("-packaged" if row == "A4" and args.packaged_a4 else ""))
+
     # 3. codecs
     packaged = str(pretrained_path(codec_config(BASE)))
     rows = args.rows.split(",")
     specs = {"A0": BASE}
     for row in rows:
         if row == "A0":
+            continue
+        if row == "A4" and args.packaged_a4:
+            specs[row] = "mlcodec-unified"
             continue
         mtce, bank, diffusion, seen = ROWS[row]
         out = work / "codecs" / (row + args.tag)
@@ -309,7 +322,7 @@ def main() -> None:
     heads: dict[tuple[str, int], dict[str, str]] = {}
     for row in rows:
         spec = specs[row]
-        base = work / "rows" / (row + args.tag)
+        base = row_dir(row)
         train_dirs = []
         for k, q in enumerate(QUALITIES):
             d = base / f"shards/train-q{q}"
@@ -365,7 +378,7 @@ def main() -> None:
                 key = {"codec": specs[row], "fingerprint": fingerprints[row],
                        "head": digest(heads[(row, seed)][name]), "reference": ref_digest,
                        "qualities": list(QUALITIES), "val": args.val}
-                measured = kept(work / "rows" / (row + args.tag) / f"eval-seed{seed}" / f"{name}.json", key,
+                measured = kept(row_dir(row) / f"eval-seed{seed}" / f"{name}.json", key,
                                 lambda: evaluate_codecs(task, val_src, spec_t, [specs[row]], QUALITIES,
                                                         latent_head=[(specs[row], heads[(row, seed)][name])],
                                                         pixel_reference=ref, progress=False)["rows"],
@@ -385,7 +398,7 @@ def main() -> None:
         codec = mlcodec.create_codec(specs[row])
         key = {"fingerprint": fingerprints[row], "qualities": list(QUALITIES),
                "photos": [[p.name, p.image.width, p.image.height] for p in photos]}
-        results["photos"][row] = kept(work / "rows" / (row + args.tag) / "photos.json", key,
+        results["photos"][row] = kept(row_dir(row) / "photos.json", key,
                                       lambda: [measure(codec, photos, q) for q in QUALITIES],
                                       f"{row} measured on the photos")
         t = time.perf_counter()
