@@ -202,7 +202,8 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the rows' codec folders (WORK/codecs/ROW+TAG): "
                     "a recipe variant for benchmarks/unified_dev.py beside the benchmark's own rows")
     ap.add_argument("--eval-tasks", default=",".join(t[0] for t in EVAL_TASKS),
-                    help="evaluation tasks whose heads train and evaluate (all by default)")
+                    help="evaluation tasks whose references and heads train and evaluate (all by default): "
+                         "two processes can train references of different tasks side by side")
     ap.add_argument("--packaged-a4", action="store_true",
                     help="row A4 is the shipped mlcodec-unified (trained by this script's A4 recipe, "
                          "BENCHMARKS.md) instead of a codec trained again in WORK/codecs/A4")
@@ -310,6 +311,8 @@ def main() -> None:
     if args.references != "none":
         wanted = {**{t: (t, h, "label") for t, h in EXPERT_HEADS.items()}, "colour": ("cls", "pixel-cls", "colour")}
         for name, (task, head, label) in wanted.items():
+            if name not in {t[0] for t in eval_tasks}:  # only the evaluated tasks' references
+                continue
             if args.references == "train" or pixel_model_trained("references", task, head, label):
                 refs[name] = pixel_model("references", task, head, 1, label)
             else:
