@@ -417,6 +417,40 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(results, indent=1))
 
 
+def mean_curve(a: list[dict], b: list[dict], metric: str) -> list[dict]:
+    """The point-wise mean of one codec's curves from two head seeds (the same bitstreams, so the
+    same rates)."""
+    assert [p["bpp"] for p in a] == [p["bpp"] for p in b], "two seeds of one codec share their rates"
+    return [{"bpp": p["bpp"], metric: (p[metric] + q[metric]) / 2} for p, q in zip(a, b)]
+
+
+def two_seed_report(results: dict, rows: list[str]) -> None:
+    """For the rows whose latent heads have two seeds: how far the same codec's two heads are
+    apart (seed 1 against seed 0: the heads' noise floor for every latent figure), and each row
+    against A0 on the mean of its two heads."""
+    specs = results["specs"]
+    lines = []
+    for name, per_seed in results["tasks"].items():
+        metric = PRIMARY["cls" if name == "colour" else name]
+        if not {"0", "1"} <= {str(k) for k in per_seed}:
+            continue
+        c0, c1 = (curves(per_seed[k]) for k in sorted(per_seed, key=int)[:2])
+        both = [r for r in rows if f"{specs[r]}/latent" in c0 and f"{specs[r]}/latent" in c1]
+        noise = " | ".join(f"{r} {fmt(compare(c0[f'{specs[r]}/latent'], c1[f'{specs[r]}/latent'], metric))}"
+                           for r in both)
+        line = f"{name:<6} seed 1 against seed 0: {noise}"
+        if "A0" in both:
+            ref = mean_curve(c0[f"{specs['A0']}/latent"], c1[f"{specs['A0']}/latent"], metric)
+            line += "  ||  mean of seeds against A0: " + " | ".join(
+                f"{r} {fmt(compare(ref, mean_curve(c0[f'{specs[r]}/latent'], c1[f'{specs[r]}/latent'], metric), metric))}"
+                for r in both if r != "A0")
+        lines.append(line)
+    if lines:
+        print("\nlatent heads of two seeds: BD-rate of each row's seed-1 heads against its seed-0 heads "
+              "(the same codec: the heads' noise); and of the rows' two-seed mean against A0's")
+        print("\n".join(lines))
+
+
 def report(results: dict, rows: list[str]) -> None:
     specs = results["specs"]
     print("\nBD-rate against A0 (negative: fewer bits for the same metric); [min/mean points gained at "
@@ -436,6 +470,7 @@ def report(results: dict, rows: list[str]) -> None:
                     if test is not None and row != "A0":
                         line += f" | {row} {fmt(compare(ref, test, metric))}"
                 print(line)
+    two_seed_report(results, rows)
     print("\nper row, val scenes at the qualities " + ", ".join(map(str, QUALITIES)) + " (bpp):")
     for name, per_seed in results["tasks"].items():
         metric = PRIMARY["cls" if name == "colour" else name]
