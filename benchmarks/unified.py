@@ -222,8 +222,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    eval_tasks = [t for t in EVAL_TASKS if t[0] in args.eval_tasks.split(",")]
-    if unknown := set(args.eval_tasks.split(",")) - {t[0] for t in EVAL_TASKS}:
+    eval_names = set(args.eval_tasks.split(","))
+    eval_tasks = [t for t in EVAL_TASKS if t[0] in eval_names]
+    if unknown := eval_names - {t[0] for t in EVAL_TASKS}:
         raise SystemExit(f"--eval-tasks: unknown {sorted(unknown)}; choose from {[t[0] for t in EVAL_TASKS]}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # an epoch a line
     torch.set_num_threads(args.threads)
@@ -311,7 +312,7 @@ def main() -> None:
     if args.references != "none":
         wanted = {**{t: (t, h, "label") for t, h in EXPERT_HEADS.items()}, "colour": ("cls", "pixel-cls", "colour")}
         for name, (task, head, label) in wanted.items():
-            if name not in {t[0] for t in eval_tasks}:  # only the evaluated tasks' references
+            if name not in eval_names:  # only the evaluated tasks' references
                 continue
             if args.references == "train" or pixel_model_trained("references", task, head, label):
                 refs[name] = pixel_model("references", task, head, 1, label)
@@ -365,8 +366,8 @@ def main() -> None:
         stamp(what)
         return value
 
-    fingerprints = {row: mlcodec.create_codec(specs[row]).fingerprint(0.5).hex()  # type: ignore[attr-defined]
-                    for row in {"A0", *rows}}
+    codecs = {row: mlcodec.create_codec(specs[row]) for row in {"A0", *rows}}  # built once, used to the end
+    fingerprints = {row: c.fingerprint(0.5).hex() for row, c in codecs.items()}  # type: ignore[attr-defined]
     results: dict = {"args": vars(args), "specs": specs, "tasks": {}, "a0_fingerprint": fingerprints["A0"]}
     for name, task, label in eval_tasks:
         spec_t = make_spec(val_src.class_names, val_src.label_names, task, label, val_src.category_ids)
@@ -398,7 +399,7 @@ def main() -> None:
     scenes = [val_src[i].image for i in range(min(len(val_src), 64))]
     results["photos"], results["speed"] = {}, {}
     for row in rows:
-        codec = mlcodec.create_codec(specs[row])
+        codec = codecs[row]
         key = {"fingerprint": fingerprints[row], "qualities": list(QUALITIES),
                "photos": [[p.name, p.image.width, p.image.height] for p in photos]}
         results["photos"][row] = kept(row_dir(row) / "photos.json", key,
@@ -434,16 +435,16 @@ def two_seed_report(results: dict, rows: list[str]) -> None:
         metric = PRIMARY["cls" if name == "colour" else name]
         if not {"0", "1"} <= {str(k) for k in per_seed}:
             continue
+        # each row's latent curve from the seed-0 and the seed-1 heads, for the rows that have both
         c0, c1 = (curves(per_seed[k]) for k in sorted(per_seed, key=int)[:2])
-        both = [r for r in rows if f"{specs[r]}/latent" in c0 and f"{specs[r]}/latent" in c1]
-        noise = " | ".join(f"{r} {fmt(compare(c0[f'{specs[r]}/latent'], c1[f'{specs[r]}/latent'], metric))}"
-                           for r in both)
-        line = f"{name:<6} seed 1 against seed 0: {noise}"
-        if "A0" in both:
-            ref = mean_curve(c0[f"{specs['A0']}/latent"], c1[f"{specs['A0']}/latent"], metric)
+        pairs = {r: (c0[k], c1[k]) for r in rows if (k := f"{specs[r]}/latent") in c0 and k in c1}
+        line = f"{name:<6} seed 1 against seed 0: " + " | ".join(
+            f"{r} {fmt(compare(a, b, metric))}" for r, (a, b) in pairs.items())
+        if "A0" in pairs:
+            ref = mean_curve(*pairs["A0"], metric)
             line += "  ||  mean of seeds against A0: " + " | ".join(
-                f"{r} {fmt(compare(ref, mean_curve(c0[f'{specs[r]}/latent'], c1[f'{specs[r]}/latent'], metric), metric))}"
-                for r in both if r != "A0")
+                f"{r} {fmt(compare(ref, mean_curve(a, b, metric), metric))}"
+                for r, (a, b) in pairs.items() if r != "A0")
         lines.append(line)
     if lines:
         print("\nlatent heads of two seeds: BD-rate of each row's seed-1 heads against its seed-0 heads "
