@@ -219,7 +219,9 @@ def main() -> None:
                     help="stop after a stage: codecs (the experts and the rows' codecs: a GPU lease), "
                          "references (also the evaluation references), heads (also the rows' latent "
                          "heads), end (also the evaluation and the report)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu",
+                    help="where the experts, codecs, references and latent heads train (cpu, cuda); "
+                         "shards, evaluation, photos and speed run on the CPU")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     eval_names = set(args.eval_tasks.split(","))
@@ -261,7 +263,7 @@ def main() -> None:
             data()
             r = train_head(task, [work / "png/train"], [work / "png/val"], out, head=head,
                            epochs=args.expert_epochs or EXPERT_EPOCHS[task], seed=seed, progress=False,
-                           label_key=label)
+                           label_key=label, device=args.device)
             stamp(f"{kind} {head} ({label}) seed {seed}: best {r.best(task):.4f}")
         return str(path)
 
@@ -342,7 +344,7 @@ def main() -> None:
                 if not (out / f"latent-{task}.history.json").exists():
                     r = train_head(task, train_dirs, [base / "shards/val-q0.5"], out,
                                    epochs=args.head_epochs or HEAD_EPOCHS[name],
-                                   seed=seed, progress=False, label_key=label)
+                                   seed=seed, progress=False, label_key=label, device=args.device)
                     stamp(f"{row} latent {name} seed {seed}: best {r.best(task):.4f}")
                 got[name] = str(path)
             heads[(row, seed)] = got

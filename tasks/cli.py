@@ -20,7 +20,8 @@ def cmd_train_head(args: argparse.Namespace) -> int:
             raise ValueError("pixel-det trains with ultralytics: give --yolo-data DATA.yaml "
                              "(`mlcodec synth` writes one)")
         r = train_yolo(args.yolo_data, args.output, epochs=args.epochs, imgsz=args.imgsz,
-                       batch=args.batch_size, workers=args.workers, seed=args.seed)
+                       batch=args.batch_size, workers=args.workers, seed=args.seed,
+                       device=args.device)
         print(f"pixel-det: {r['epochs']} epochs in {r['train_seconds']:.0f}s -> {r['checkpoint']}")
         return 0
     from .train import train_head
@@ -30,7 +31,8 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     r = train_head(args.task, args.shards, args.val, args.output, head=args.head, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                    workers=args.workers, seed=args.seed,
-                   stem=args.stem, progress=not args.quiet, label_key=args.label)
+                   stem=args.stem, progress=not args.quiet, label_key=args.label,
+                   device=args.device)
     last = r.history[-1]
     print(f"{r.head}: {len(r.history)} epochs, {last.elapsed_seconds:.0f}s training, "
           f"best {r.best(args.task):.4f}, checkpoint {r.checkpoint}")
@@ -115,6 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default by task: {wd_by_task})")
     t.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     t.add_argument("--seed", type=int, default=0, help="random seed")
+    t.add_argument("--device", default="cpu", help="where the head trains: cpu, cuda, cuda:1, ...")
     t.add_argument("--label", default="label", help="cls only: the image-level label to predict "
                    "(e.g. colour, which the synthetic COCO export also writes)")
     t.add_argument("--stem", choices=STEMS, default="synthesis",

@@ -65,6 +65,27 @@ def _batch_input(batch: dict[str, Any], input: str) -> Tensor:
     return batch["latent"] if input == "latent" else batch["image"]
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device`, or a ValueError saying why it cannot be used here."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r}: {e}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: no CUDA GPU is visible to this process "
+                         "(torch.cuda.is_available() is False); train with --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+    return dev
+
+
+def targets_to(targets: Any, device: torch.device) -> Any:
+    """Task targets (a label tensor, ``(B, H, W)`` maps or a list of box dicts) on ``device``."""
+    if isinstance(targets, Tensor):
+        return targets.to(device)
+    return [{k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets]
+
+
 def random_flip(x: Tensor, targets: Any, task: str, image_sizes: Tensor,
                 generator: torch.Generator, stride: int = 1) -> tuple[Tensor, Any]:
     """Mirror about half the samples left-right, targets included (latents too: the analysis
@@ -110,12 +131,15 @@ def predict(model: nn.Module, task: str, x: Tensor, image_sizes: Tensor) -> Any:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, spec: TaskSpec, loader: Any, input: str) -> dict[str, float]:
+    """The task metric of ``model`` over ``loader``: inputs go to the model's device, and the
+    predictions come back to the CPU, where the metric accumulates."""
     model.eval()
+    device = next(model.parameters()).device
     metric = TaskMetric(spec.task, spec.num_outputs)
     for batch in loader:
         sizes = batch["image_sizes"]
-        metric.update(predict(model, spec.task, _batch_input(batch, input), sizes),
-                      task_targets(batch["targets"], spec, sizes))
+        pred = predict(model, spec.task, _batch_input(batch, input).to(device), sizes)
+        metric.update(targets_to(pred, torch.device("cpu")), task_targets(batch["targets"], spec, sizes))
     return metric.compute()
 
 
@@ -187,6 +211,7 @@ def train_head(
     stem: str = "synthesis",
     progress: bool = True,
     label_key: str = "label",
+    device: str | torch.device = "cpu",
 ) -> TrainResult:
     """Train ``head`` (default ``latent-<task>``, or ``pixel-<task>`` on image shards) and save
     ``out/<head>.safetensors`` (the best epoch) and ``out/<head>.history.json``.
@@ -197,7 +222,10 @@ def train_head(
     heads): ``"synthesis"`` starts the head with the shards' codec's own first synthesis stage,
     frozen (see :class:`~mlcodec.tasks.heads.SynthesisStem`); ``"learned"`` with a learned
     upsampling, for codecs without one. ``label_key`` (classification): the image-level label to
-    predict (``label``, or one the source names in ``label_names``, e.g. ``colour``)."""
+    predict (``label``, or one the source names in ``label_names``, e.g. ``colour``). ``device``:
+    where the head trains and validates (``"cuda"`` on a GPU); batches are read and mirrored on
+    the CPU with the same random streams on every device, and the checkpoint is saved from the CPU."""
+    dev = resolve_device(device)
     if stem not in STEMS:
         raise ValueError(f"stem must be one of {', '.join(STEMS)}, not {stem!r}")
     lr = DEFAULT_LR[check_task(task)] if lr is None else lr
@@ -225,7 +253,7 @@ def train_head(
         in_channels = next(iter(make_loader(val_dirs, input, 1)))["latent"].shape[1]
         if stem == "synthesis":
             synthesis = codec_synthesis_stage(manifest, train_dirs[0])
-    model = create_head(name, spec, in_channels, synthesis)
+    model = create_head(name, spec, in_channels, synthesis).to(dev)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
                             weight_decay=weight_decay)
     steps_per_epoch = math.ceil(sum(read_manifest(d)["samples"] for d in train_dirs) / batch_size)
@@ -268,7 +296,7 @@ def train_head(
             if augment:
                 x, targets = random_flip(x, targets, task, batch["image_sizes"], gen,
                                          LATENT_STRIDE if input == "latent" else 1)
-            loss = compute_loss(model, task, x, targets)
+            loss = compute_loss(model, task, x.to(dev), targets_to(targets, dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -31,15 +31,21 @@ def _offline() -> None:
 
 def train_yolo(data_yaml: str | Path, out: str | Path, epochs: int = 10, imgsz: int = 128,
                batch: int = 32, model_yaml: str = DEFAULT_YAML, workers: int = 2, seed: int = 0,
-               class_names: Sequence[str] = ()) -> dict[str, Any]:
-    """Train on ``data_yaml`` and write ``out/pixel-det.safetensors``; returns timing and paths."""
+               class_names: Sequence[str] = (), device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Train on ``data_yaml`` and write ``out/pixel-det.safetensors``; returns timing and paths.
+    ``device``: ``"cpu"`` or a CUDA device (``"cuda"``, ``"cuda:1"``), in full precision
+    (``amp=False``) on either."""
     _offline()
     from ultralytics import YOLO
 
+    from .train import resolve_device
+
+    dev = resolve_device(device)
+    yolo_device = "cpu" if dev.type == "cpu" else str(dev.index or 0)  # ultralytics' spelling
     out = Path(out)
     y = YOLO(model_yaml)
     t0 = time.perf_counter()
-    y.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, device="cpu",
+    y.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, device=yolo_device,
             workers=workers, amp=False, plots=False, pretrained=False, project=str(out.resolve()),
             name="yolo", exist_ok=True, seed=seed, verbose=False)
     seconds = time.perf_counter() - t0

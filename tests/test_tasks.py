@@ -199,6 +199,35 @@ def test_train_head_resumes_a_killed_run_as_if_never_stopped(bench, tmp_path, mo
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+
+def test_train_head_refuses_a_device_it_cannot_use_before_reading_shards(bench, tmp_path, monkeypatch, capsys):
+    from mlcodec.cli import main
+
+    root, _ = bench
+    args = ("cls", [root / "latent-train"], [root / "latent-val"], tmp_path / "h")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="'cuda': no CUDA GPU is visible.*--device cpu"):
+        train_head(*args, epochs=1, device="cuda")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        train_head(*args, epochs=1, device="gpu0")
+    assert not (tmp_path / "h").exists()  # nothing written
+    assert main(["-q", "train-head", "--task", "cls", "--shards", str(root / "latent-train"),
+                 "--val", str(root / "latent-val"), "-o", str(tmp_path / "h"), "--device", "cuda:0"]) == 2
+    assert "no CUDA GPU is visible" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("task", ["cls", "seg", "det"])
+def test_train_head_on_a_gpu_follows_the_cpu_run_and_saves_cpu_weights(bench, tmp_path, task):
+    root, _ = bench
+    args = (task, [root / "latent-train"], [root / "latent-val"])
+    cpu = train_head(*args, tmp_path / "cpu", epochs=2, batch_size=8, progress=False)
+    gpu = train_head(*args, tmp_path / "gpu", epochs=2, batch_size=8, progress=False, device="cuda")
+    for a, b in zip(cpu.history, gpu.history):  # the same batches, flips and init: float noise only
+        assert b.loss == pytest.approx(a.loss, rel=1e-2)
+    model, _, _ = load_head(gpu.checkpoint)
+    assert all(p.device.type == "cpu" for p in model.parameters())
+
 def test_bd_rates_of_task_curves_known_example():
     rates = [0.2, 0.4, 0.8, 1.6]
     acc = [0.5, 0.6, 0.7, 0.8]
