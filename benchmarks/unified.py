@@ -207,7 +207,11 @@ def main() -> None:
     ap.add_argument("--packaged-a4", action="store_true",
                     help="row A4 is the shipped mlcodec-unified (trained by this script's A4 recipe, "
                          "BENCHMARKS.md) instead of a codec trained again in WORK/codecs/A4")
-    ap.add_argument("--two-seeds", default="A0,A4", help="rows whose heads train with seeds 0 and 1")
+    ap.add_argument("--seed-rows", "--two-seeds", dest="two_seeds", default="A0,A4",
+                    help="rows whose latent heads train with --head-seeds seeds (the others: seed 0)")
+    ap.add_argument("--head-seeds", type=int, default=2,
+                    help="seeds 0..N-1 of the --seed-rows rows' latent heads; the evaluation reference "
+                         "scores the seed-0 run only (its decoded figures do not depend on the head)")
     ap.add_argument("--photos", default=str(Path.home() / ".cache/mlcodec/photos"))
     ap.add_argument("--references", choices=("train", "trained", "none"), default="train",
                     help="evaluation references: train those missing; use only those already trained "
@@ -336,7 +340,7 @@ def main() -> None:
                          quality=q, progress=False)
             train_dirs.append(d)
         write_shards(val_src, base / "shards/val-q0.5", codec=spec, quality=0.5, progress=False)
-        for seed in ((0, 1) if row in two else (0,)):
+        for seed in (range(args.head_seeds) if row in two else (0,)):
             got = {}
             for name, task, label in eval_tasks:
                 out = base / f"heads-seed{seed}" / name
@@ -374,7 +378,7 @@ def main() -> None:
     for name, task, label in eval_tasks:
         spec_t = make_spec(val_src.class_names, val_src.label_names, task, label, val_src.category_ids)
         per_seed = {}
-        for seed in (0, 1):
+        for seed in range(max(args.head_seeds, 1)):
             got: list[dict] = []
             ref = refs[name] if seed == 0 else None
             ref_digest = ref and digest(ref)
@@ -420,37 +424,55 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(results, indent=1))
 
 
-def mean_curve(a: list[dict], b: list[dict], metric: str) -> list[dict]:
-    """The point-wise mean of one codec's curves from two head seeds (the same bitstreams, so the
-    same rates)."""
-    assert [p["bpp"] for p in a] == [p["bpp"] for p in b], "two seeds of one codec share their rates"
-    return [{"bpp": p["bpp"], metric: (p[metric] + q[metric]) / 2} for p, q in zip(a, b)]
+def mean_curve(runs: list[list[dict]], metric: str) -> list[dict]:
+    """The point-wise mean of one codec's curves from several head seeds (the same bitstreams, so
+    the same rates)."""
+    assert all([p["bpp"] for p in r] == [p["bpp"] for p in runs[0]] for r in runs), \
+        "the head seeds of one codec share their rates"
+    return [{"bpp": pts[0]["bpp"], metric: float(np.mean([p[metric] for p in pts]))} for pts in zip(*runs)]
 
 
-def two_seed_report(results: dict, rows: list[str]) -> None:
-    """For the rows whose latent heads have two seeds: how far the same codec's two heads are
-    apart (seed 1 against seed 0: the heads' noise floor for every latent figure), and each row
-    against A0 on the mean of its two heads."""
+def spread(values: list[float | None]) -> str:
+    """``mean ± sd (n)`` of the BD-rates that exist; the missing ones counted apart."""
+    have = [v for v in values if v is not None]
+    text = "n/a" if not have else (f"{np.mean(have):+.1f}%" if len(have) == 1 else
+                                   f"{np.mean(have):+.1f}% ± {np.std(have, ddof=1):.1f} (n={len(have)})")
+    return text + (f", {len(values) - len(have)} n/a" if len(have) < len(values) else "")
+
+
+def seed_report(results: dict, rows: list[str]) -> None:
+    """For the rows whose latent heads have several seeds: how far the same codec's heads are
+    apart (each seed against seed 0: the heads' noise floor for every latent figure); each row
+    against A0 seed by seed (seed s against A0's seed s: mean ± sd over seeds); and each row's
+    mean curve over its seeds against A0's."""
     specs = results["specs"]
     lines = []
     for name, per_seed in results["tasks"].items():
         metric = PRIMARY["cls" if name == "colour" else name]
-        if not {"0", "1"} <= {str(k) for k in per_seed}:
+        seeds = sorted(per_seed, key=int)
+        if len(seeds) < 2:
             continue
-        # each row's latent curve from the seed-0 and the seed-1 heads, for the rows that have both
-        c0, c1 = (curves(per_seed[k]) for k in sorted(per_seed, key=int)[:2])
-        pairs = {r: (c0[k], c1[k]) for r in rows if (k := f"{specs[r]}/latent") in c0 and k in c1}
-        line = f"{name:<6} seed 1 against seed 0: " + " | ".join(
-            f"{r} {fmt(compare(a, b, metric))}" for r, (a, b) in pairs.items())
-        if "A0" in pairs:
-            ref = mean_curve(*pairs["A0"], metric)
-            line += "  ||  mean of seeds against A0: " + " | ".join(
-                f"{r} {fmt(compare(ref, mean_curve(a, b, metric), metric))}"
-                for r, (a, b) in pairs.items() if r != "A0")
-        lines.append(line)
+        # each row's latent curve for every seed that has it
+        by_seed = [curves(per_seed[k]) for k in seeds]
+        runs = {r: [c[k] for c in by_seed if k in c] for r in rows if (k := f"{specs[r]}/latent") in by_seed[0]}
+        runs = {r: rs for r, rs in runs.items() if len(rs) >= 2}
+        if not runs:
+            continue
+        lines.append(f"{name:<6} each seed against seed 0 of the same codec: " + " | ".join(
+            f"{r} " + " ".join(fmt(compare(rs[0], b, metric)) for b in rs[1:]) for r, rs in runs.items()))
+        if "A0" not in runs:
+            continue
+        a0 = runs["A0"]
+        for r, rs in runs.items():
+            if r == "A0":
+                continue
+            paired = [compare(a, b, metric)["bd_rate"] for a, b in zip(a0, rs)]
+            mean = compare(mean_curve(a0, metric), mean_curve(rs, metric), metric)
+            lines.append(f"{name:<6} {r} against A0, seed by seed: {spread(paired)} | "
+                         f"mean of {len(rs)} seeds against A0's {len(a0)}: {fmt(mean)}")
     if lines:
-        print("\nlatent heads of two seeds: BD-rate of each row's seed-1 heads against its seed-0 heads "
-              "(the same codec: the heads' noise); and of the rows' two-seed mean against A0's")
+        print("\nlatent heads of several seeds: BD-rate of each seed's heads against seed 0's (the same "
+              "codec: the heads' noise); each row against A0 seed by seed; and the rows' mean curves")
         print("\n".join(lines))
 
 
@@ -473,7 +495,7 @@ def report(results: dict, rows: list[str]) -> None:
                     if test is not None and row != "A0":
                         line += f" | {row} {fmt(compare(ref, test, metric))}"
                 print(line)
-    two_seed_report(results, rows)
+    seed_report(results, rows)
     print("\nper row, val scenes at the qualities " + ", ".join(map(str, QUALITIES)) + " (bpp):")
     for name, per_seed in results["tasks"].items():
         metric = PRIMARY["cls" if name == "colour" else name]
