@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -52,11 +53,24 @@ def _frontier(log_rate: np.ndarray, metric: np.ndarray) -> tuple[np.ndarray, np.
     return metric[keep], log_rate[keep]
 
 
+@dataclass(frozen=True)
+class BDRate:
+    """A BD-rate with the span it was taken over: ``value`` in percent (negative: ``test`` needs
+    fewer bits), the metric interval ``metric_range`` and each curve's bits-per-pixel at its ends
+    (``rate_ref``, ``rate_test``: (at the low end, at the high end))."""
+
+    value: float
+    metric_range: tuple[float, float]
+    rate_ref: tuple[float, float]
+    rate_test: tuple[float, float]
+
+
 def bd_rate(rate_ref: Sequence[float], metric_ref: Sequence[float],
-            rate_test: Sequence[float], metric_test: Sequence[float], method: str = "pchip") -> float:
+            rate_test: Sequence[float], metric_test: Sequence[float], method: str = "pchip",
+            metric_range: tuple[float, float] | None = None) -> float:
     """Bjøntegaard delta rate in percent: average bitrate change of ``test`` vs ``ref`` at equal
     quality (negative = ``test`` needs fewer bits), log-rate integrated over the metric interval
-    both curves cover.
+    both curves cover (or over ``metric_range``, which both must cover: see :func:`bd_rate_span`).
 
     ``method="pchip"`` (default): each curve's frontier (:func:`_frontier`) interpolated by
     piecewise cubic Hermite polynomials (scipy's ``PchipInterpolator``: monotone, no overshoot),
@@ -64,6 +78,16 @@ def bd_rate(rate_ref: Sequence[float], metric_ref: Sequence[float],
     fitted per curve (VCEG-M33). On smooth PSNR curves the two agree closely; on task metrics
     that saturate with rate (top-1 0.95 -> 0.96 while the rate doubles) the single cubic
     oscillates and can give the wrong sign (tests/test_metrics.py)."""
+    return bd_rate_span(rate_ref, metric_ref, rate_test, metric_test, method, metric_range).value
+
+
+def bd_rate_span(rate_ref: Sequence[float], metric_ref: Sequence[float],
+                 rate_test: Sequence[float], metric_test: Sequence[float], method: str = "pchip",
+                 metric_range: tuple[float, float] | None = None) -> BDRate:
+    """:func:`bd_rate` with the interval it integrated over and the rates at its ends.
+
+    A fixed ``metric_range`` makes BD-rates comparable across resamples of the same images
+    (:func:`bootstrap_bd_rate`); a curve that does not cover it raises ``ValueError``."""
     if method not in BD_METHODS:
         raise ValueError(f"method must be one of {BD_METHODS}, got {method!r}")
     lr1, lr2 = np.log(np.asarray(rate_ref, float)), np.log(np.asarray(rate_test, float))
@@ -77,19 +101,85 @@ def bd_rate(rate_ref: Sequence[float], metric_ref: Sequence[float],
     if lo >= hi:
         raise ValueError("BD-rate: the two curves do not overlap in quality")
     if method == "cubic":
+        if metric_range is not None:
+            raise ValueError("a fixed metric_range needs method='pchip'")
         p1, p2 = np.polyfit(m1, lr1, 3), np.polyfit(m2, lr2, 3)
         i1, i2 = np.polyint(p1), np.polyint(p2)
         avg1 = (np.polyval(i1, hi) - np.polyval(i1, lo)) / (hi - lo)
         avg2 = (np.polyval(i2, hi) - np.polyval(i2, lo)) / (hi - lo)
-        return float((np.exp(avg2 - avg1) - 1.0) * 100.0)
+        ends = np.exp([np.polyval(p1, [lo, hi]), np.polyval(p2, [lo, hi])])
+        return BDRate(float((np.exp(avg2 - avg1) - 1.0) * 100.0), (float(lo), float(hi)),
+                      (float(ends[0][0]), float(ends[0][1])), (float(ends[1][0]), float(ends[1][1])))
     from scipy.interpolate import PchipInterpolator
 
     fronts = [_frontier(lr, m) for m, lr in ((m1, lr1), (m2, lr2))]
     for fm, _ in fronts:  # a dominated end point is not covered
         lo, hi = max(lo, fm.min()), min(hi, fm.max())
+    if metric_range is not None:
+        if not (lo <= metric_range[0] < metric_range[1] <= hi):
+            raise ValueError(f"BD-rate: the curves cover {lo:.4g}..{hi:.4g}, not the fixed range "
+                             f"{metric_range[0]:.4g}..{metric_range[1]:.4g}")
+        lo, hi = metric_range
     if lo >= hi:
         raise ValueError("BD-rate: the two curves' frontiers do not overlap in quality")
     (fm1, flr1), (fm2, flr2) = fronts
-    avg1 = PchipInterpolator(fm1, flr1).integrate(lo, hi) / (hi - lo)
-    avg2 = PchipInterpolator(fm2, flr2).integrate(lo, hi) / (hi - lo)
-    return float((np.exp(avg2 - avg1) - 1.0) * 100.0)
+    f1, f2 = PchipInterpolator(fm1, flr1), PchipInterpolator(fm2, flr2)
+    avg1 = f1.integrate(lo, hi) / (hi - lo)
+    avg2 = f2.integrate(lo, hi) / (hi - lo)
+    r1, r2 = np.exp(f1([lo, hi])), np.exp(f2([lo, hi]))
+    return BDRate(float((np.exp(avg2 - avg1) - 1.0) * 100.0), (float(lo), float(hi)),
+                  (float(r1[0]), float(r1[1])), (float(r2[0]), float(r2[1])))
+
+
+@dataclass(frozen=True)
+class BootstrapBD:
+    """A BD-rate on all images with a percentile bootstrap interval over images.
+
+    ``ci``: the (2.5%, 97.5%) percentiles of the resampled BD-rates (``level`` 0.95);
+    ``no_overlap``: resamples whose curves did not cover ``span.metric_range`` (left out of the
+    interval, and reported because many of them mean the range was too wide)."""
+
+    span: BDRate
+    ci: tuple[float, float]
+    resamples: int
+    no_overlap: int
+    level: float = 0.95
+
+
+def bootstrap_bd_rate(rate_ref: np.ndarray, metric_ref: np.ndarray, rate_test: np.ndarray,
+                      metric_test: np.ndarray, resamples: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> BootstrapBD:
+    """BD-rate of per-image measurements, with a paired bootstrap over images.
+
+    Each argument is ``(points, images)``: one row per quality, one column per image, the same
+    images in the same columns for both codecs. A curve is the mean over images at each point.
+    Each resample draws images with replacement, the same draw for both codecs (paired), and
+    takes the PCHIP BD-rate over one fixed metric range, so resamples differ only in images:
+    the range both curves cover in at least ``(1 + level) / 2`` of the resamples (their extreme
+    points' percentiles), clipped to what the full-sample curves cover."""
+    arrays = [np.asarray(a, float) for a in (rate_ref, metric_ref, rate_test, metric_test)]
+    n = arrays[0].shape[1]
+    if any(a.ndim != 2 or a.shape[1] != n for a in arrays):
+        raise ValueError("bootstrap_bd_rate needs (points, images) arrays over the same images")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(resamples, n))
+    means = [a[:, draws].mean(axis=2) for a in arrays]  # (points, resamples)
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo = max(np.percentile(means[1].min(axis=0), 100 - tail), np.percentile(means[3].min(axis=0), 100 - tail))
+    hi = min(np.percentile(means[1].max(axis=0), tail), np.percentile(means[3].max(axis=0), tail))
+    full = bd_rate_span(*(a.mean(axis=1) for a in arrays))
+    lo, hi = max(lo, full.metric_range[0]), min(hi, full.metric_range[1])
+    if lo >= hi:
+        raise ValueError("bootstrap BD-rate: no metric range is covered by both curves in most "
+                         "resamples (more images, or qualities that reach further)")
+    span = bd_rate_span(*(a.mean(axis=1) for a in arrays), metric_range=(float(lo), float(hi)))
+    values, missed = [], 0
+    for k in range(resamples):
+        try:
+            values.append(bd_rate(*(m[:, k] for m in means), metric_range=(lo, hi)))
+        except ValueError:
+            missed += 1
+    if not values:
+        raise ValueError("bootstrap BD-rate: no resample covered the metric range")
+    ci = np.percentile(values, [tail, 100 - tail])
+    return BootstrapBD(span, (float(ci[0]), float(ci[1])), resamples, missed, level)

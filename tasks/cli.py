@@ -40,6 +40,12 @@ def cmd_train_head(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.judge:
+        from .judge_cli import cmd_judge_eval
+
+        return cmd_judge_eval(args)
+    if not args.task:
+        raise ValueError("eval needs --task (with --head/--reference) or --judge NAME")
     from mlcodec.integrations.cli import _source
 
     from .data import make_spec
@@ -98,6 +104,7 @@ def cmd_tune_codec(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from . import list_heads
     from .data import TASKS
+    from .judge_cli import add_judge_args, register_crops
     from .options import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, STEMS
 
     t = sub.add_parser("train-head", help="train a task head on latent shards (or a pixel reference)")
@@ -152,9 +159,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--seed", type=int, default=0, help="random seed")
     u.set_defaults(func=cmd_tune_codec, hf=None)
 
-    e = sub.add_parser("eval", help="task metric vs bitrate for codecs and qualities (CSV, JSON, plot)")
-    e.add_argument("--task", required=True, choices=TASKS, help="the task and its metric")
-    e.add_argument("src", nargs="?", help="validation images in ImageFolder layout (cls)")
+    e = sub.add_parser("eval", help="task metric, or a judge's agreement with itself, vs bitrate for "
+                       "codecs and qualities (CSV, JSON, plot)")
+    e.add_argument("--task", choices=TASKS, help="the task and its metric (not with --judge)")
+    e.add_argument("src", nargs="?", help="validation images in ImageFolder layout (cls); with --judge, "
+                   "any folder of images")
     e.add_argument("--coco", help="validation COCO instances JSON")
     e.add_argument("--images", help="image folder for --coco")
     e.add_argument("--label", default="label", help="cls only: the image-level label to predict")
@@ -169,4 +178,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     e.add_argument("--json", action="store_true", help="also print the BD-rates as JSON")
     e.add_argument("-o", "--output", required=True, help="folder for the CSV, JSON and plot")
+    add_judge_args(e)
     e.set_defaults(func=cmd_eval, hf=None)
+    register_crops(sub)
