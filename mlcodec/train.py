@@ -35,6 +35,7 @@ from mlcodec.imageio import to_tensor
 from mlcodec.models.exact_hyper import ExactTables, integerize
 from mlcodec.models.gained_hyperprior import ForwardOutput, GainedMeanScaleHyperprior, hyper_synthesis_layers
 from mlcodec.objective import CodecObjective
+from mlcodec.checkpoint import load_checkpoint, save_checkpoint
 from mlcodec.weights import load_weights, read_metadata, save_weights
 
 log = logging.getLogger(__name__)
@@ -313,7 +314,7 @@ def train(cfg: TrainConfig, objective: CodecObjective | None = None) -> Path:
     ckpt_path = out / "checkpoint.pt"
     step = 0
     if ckpt_path.exists():  # resume: tensors only, loaded with weights_only=True (no pickle)
-        ckpt = torch.load(ckpt_path, map_location=cfg.device, weights_only=True)
+        ckpt = load_checkpoint(ckpt_path, map_location=cfg.device)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         aux_opt.load_state_dict(ckpt["aux_opt"])
@@ -377,7 +378,7 @@ def train(cfg: TrainConfig, objective: CodecObjective | None = None) -> Path:
                 state["objective"] = objective.state_dict()
                 if obj_opt is not None:
                     state["objective_opt"] = obj_opt.state_dict()
-            torch.save(state, ckpt_path)
+            save_checkpoint(state, ckpt_path)  # atomic: a kill mid-save keeps the last one
             log.info("step %d loss %.4f bpp %.4f mse %.6f (%.0fs)", step, loss.item(),
                      bpp.item(), mse.item(), time.time() - budget.t0)
     bar.close()

@@ -15,6 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mlcodec.checkpoint import atomic_path
+
 # Entropy-model buffers whose shapes are only known after update(): resized on load.
 _ENTROPY_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
@@ -36,8 +38,8 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, object]
     tensors (e.g. the integer hyper-synthesis, ``exact.*``) are stored beside them."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
 
 
 def read_metadata(path: str | Path) -> dict[str, object]:

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from mlcodec.checkpoint import atomic_path, load_checkpoint, save_checkpoint
 from mlcodec.registry import list_codecs
 
 from . import create_head, head_config
@@ -149,8 +150,9 @@ def save_head(model: nn.Module, path: str | Path, name: str, spec: TaskSpec, in_
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"head": name, "spec": spec.to_json(), "in_channels": in_channels,
             "synthesis_channels": synthesis_channels(model), **(extra or {})}
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path),
-              metadata={k: json.dumps(v) for k, v in meta.items()})
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={k: json.dumps(v) for k, v in meta.items()})
     return path
 
 
@@ -270,7 +272,7 @@ def train_head(
            "label_key": label_key, "train_dirs": [str(d) for d in train_dirs],
            "val_dirs": [str(d) for d in val_dirs]}
     if resume.exists():  # tensors and plain values only, loaded with weights_only=True (no pickle)
-        state = torch.load(resume, map_location="cpu", weights_only=True)
+        state = load_checkpoint(resume)
         if state["run"] != run:
             diff = sorted(k for k in run if state["run"].get(k) != run[k])
             raise ValueError(f"{resume} is the checkpoint of another run (it differs in {', '.join(diff)}); "
@@ -319,13 +321,10 @@ def train_head(
                       {"codec": manifest["codec"], "fingerprint": manifest.get("fingerprint"),
                        "epoch": epoch, "val": val})
         if epoch < epochs:
-            out.mkdir(parents=True, exist_ok=True)
-            tmp = resume.with_suffix(".tmp")
-            torch.save({"run": run, "epoch": epoch, "elapsed": elapsed, "best": best,
-                        "history": [asdict(r) for r in result.history], "model": model.state_dict(),
-                        "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
-                        "rng": torch.get_rng_state()}, tmp)
-            tmp.replace(resume)  # never a half-written checkpoint
+            save_checkpoint({"run": run, "epoch": epoch, "elapsed": elapsed, "best": best,
+                             "history": [asdict(r) for r in result.history], "model": model.state_dict(),
+                             "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
+                             "rng": torch.get_rng_state()}, resume)  # atomic: never a half-written one
     (out / f"{name}.history.json").write_text(json.dumps(
         {**asdict(result), "train_dirs": [str(d) for d in train_dirs],
          "val_dirs": [str(d) for d in val_dirs]}, indent=1))

@@ -22,6 +22,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from mlcodec.checkpoint import atomic_path
+
 DEFAULT_YAML = "yolov8n.yaml"
 
 
@@ -54,8 +56,9 @@ def train_yolo(data_yaml: str | Path, out: str | Path, epochs: int = 10, imgsz: 
     path = out / "pixel-det.safetensors"
     meta = {"head": "pixel-det", "yaml": model_yaml, "nc": len(names), "class_names": names,
             "imgsz": imgsz, "epochs": epochs, "train_seconds": seconds}
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
-              metadata={k: json.dumps(v) for k, v in meta.items()})
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={k: json.dumps(v) for k, v in meta.items()})
     return {"checkpoint": str(path), "train_seconds": seconds, "epochs": epochs,
             "history": yolo_history(out / "yolo" / "results.csv")}
 

@@ -1,8 +1,10 @@
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 import mlcodec
+from mlcodec.checkpoint import CheckpointError
 from mlcodec.codecs.hyperprior import GainedHyperpriorCodec
 from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
 from mlcodec.registry import codec_config
@@ -36,6 +38,11 @@ def test_train_resume_export_and_load(tmp_path):
     codec = GainedHyperpriorCodec(codec_config("mlcodec-hyperprior"), model)
     img = Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8))
     assert codec.decompress(codec.compress(img, 0.5)).size == (70, 50)
+    # a checkpoint cut short (a copy interrupted, a disk full) is refused by name, not unpickled
+    ckpt_path = tmp_path / "run" / "checkpoint.pt"
+    ckpt_path.write_bytes(ckpt_path.read_bytes()[: ckpt_path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=str(ckpt_path)):
+        train(TrainConfig(**{**cfg, "steps": 8}))
 
 
 def test_the_schedule_warms_up_then_drops_for_the_last_fifth():

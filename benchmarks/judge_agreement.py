@@ -1,0 +1,107 @@
+"""Does compression change a real ImageNet model's predictions? EfficientNet-Lite0's top-1
+agreement with itself on held-out dataset-like crops, per bit, for each codec.
+
+The protocol (`mlcodec crops` runs the same on a user's photos): every held-out photo
+(`mlcodec.data.photos`, full resolution) gives ``--per-photo`` 224 px crops, each of the photo
+downscaled by a factor drawn from 1-3 (antialiased), as ImageNet/COCO-style sets store images.
+Two sets are scored:
+
+* ``confident``: the ``--keep`` crops the judge is surest of (top probability at least
+  ``--min-confidence``): on unsure crops any change flips the answer;
+* ``random``: ``--keep`` crops drawn at random from all of them.
+
+BD-rates are against WebP with a 95% paired bootstrap over crops (`mlcodec.metrics.bootstrap_bd_rate`).
+Crops of one photo are not independent, so the interval over crops is narrower than one over
+photos would be.
+
+    python benchmarks/judge_agreement.py [--photos ~/.cache/mlcodec/photos] \
+        [--out benchmarks/results/judge_agreement.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mlcodec.data.crops import dataset_crops
+from mlcodec.data.photos import evaluation_photos
+from mlcodec.tasks.judge_eval import evaluate_judge, judge_bd_rates
+from mlcodec.tasks.judges import create_judge
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", default=os.path.expanduser("~/.cache/mlcodec/photos"))
+    ap.add_argument("--judge", default="efficientnet-lite0")
+    ap.add_argument("--per-photo", type=int, default=84)
+    ap.add_argument("--keep", type=int, default=120)
+    ap.add_argument("--min-confidence", type=float, default=0.56)
+    ap.add_argument("--codecs", default="mlcodec-hyperprior,mlcodec-unified,webp,jpeg")
+    ap.add_argument("--qualities", default="0,0.05,0.1,0.2,0.35,0.5,0.7,0.9")
+    ap.add_argument("--sets", default="confident,random")
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="benchmarks/results/judge_agreement.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+
+    photos = evaluation_photos([args.photos] if os.path.isdir(args.photos) else [], max_side=10**6)
+    crops = [c for p in photos if min(p.image.size) >= 224
+             for c in dataset_crops(p.image, p.name, args.per_photo, 224, (1.0, 3.0), seed=args.seed)]
+    judge = create_judge(args.judge)
+    conf = torch.cat([judge.logits([c.image for c in crops[i : i + 64]]) for i in range(0, len(crops), 64)])
+    conf = conf.softmax(1).max(1).values.tolist()
+    surest = sorted(range(len(crops)), key=lambda i: -conf[i])
+    sets = {
+        "confident": sorted(i for i in surest[: args.keep] if conf[i] >= args.min_confidence),
+        "random": sorted(random.Random(args.seed).sample(range(len(crops)), min(args.keep, len(crops)))),
+    }
+    print(f"{len(photos)} held-out photos, {len(crops)} crops; confident set {len(sets['confident'])} "
+          f"(p >= {conf[sets['confident'][-1]] if sets['confident'] else 0:.2f}... from "
+          f"{len({crops[i].photo for i in sets['confident']})} photos)", flush=True)
+    qualities = [float(q) for q in args.qualities.split(",")]
+    report = {"command": " ".join(["python", *sys.argv]), "date": datetime.date.today().isoformat(),
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                         f"torch {torch.__version__}, {args.threads} threads",
+              "judge": args.judge, "photos": [p.name for p in photos], "crops": len(crops), "sets": {}}
+    for set_name in args.sets.split(","):
+        idx = sets[set_name]
+        result = evaluate_judge(judge, [crops[i].image for i in idx], args.codecs.split(","), qualities,
+                                confident=args.min_confidence, progress=False)
+        bd = judge_bd_rates(result, "webp", resamples=args.bootstrap, seed=args.seed)
+        report["sets"][set_name] = {"images": len(idx), "photos": sorted({crops[i].photo for i in idx}),
+                                    "rows": result["rows"], "bd_rates_vs_webp": bd}
+        print(f"\n== {set_name}: {len(idx)} crops from {len(report['sets'][set_name]['photos'])} photos")
+        print(f"{'codec':<20} {'q':>5} {'bpp':>6} {'agree':>6} {'top5':>6} {'KL':>6}")
+        for r in result["rows"]:
+            print(f"{r['codec']:<20} {r['quality']:>5.2f} {r['bpp']:>6.3f} {r['agree']:>6.3f} "
+                  f"{r['top5']:>6.3f} {r['kl']:>6.3f}")
+        for codec, by_metric in bd.items():
+            for metric in ("agree", "top5"):
+                b = by_metric[metric]
+                text = (f"n/a ({b['error']})" if "error" in b else
+                        f"{b['bd_rate']:+.1f}% [{b['ci'][0]:+.1f}, {b['ci'][1]:+.1f}] over {metric} "
+                        f"{b['metric_range'][0]:.3f}-{b['metric_range'][1]:.3f} "
+                        f"({b['bpp_range'][0]:.3f}-{b['bpp_range'][1]:.3f} bpp; "
+                        f"{b['no_overlap']}/{b['resamples']} resamples without overlap)")
+                print(f"BD-rate vs webp  {codec:<20} {metric:<6} {text}")
+        sys.stdout.flush()
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(f"\n{report['seconds']:.0f} s; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
