@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -183,25 +184,33 @@ def resolve_shards(urls: str | Path | Sequence[str | Path]) -> list[str]:
 
 
 class LatentDataset(torch.utils.data.IterableDataset):
-    """The loader's dataset: a webdataset pipeline over mlcodec shards, rebuilt for each epoch.
+    """The loader's dataset: a webdataset pipeline over mlcodec shards, rebuilt for each pass.
 
-    Each pass draws its shard order (``shardshuffle``) from ``seed`` and the epoch only, so every
-    DataLoader worker and every DDP rank sees the same order before the shards are split between
-    them, and an epoch reads each shard exactly once. The sample shuffle buffer is seeded from
-    the seed, the epoch, the rank and the worker. The epoch is what :meth:`set_epoch` set (call it
-    at the start of every epoch, as with ``DistributedSampler``), plus the passes this copy of the
-    dataset has made since: so a loop without ``set_epoch`` still reshuffles with ``num_workers=0``
-    and with ``persistent_workers=True``; with workers that are restarted every epoch (the
-    DataLoader's default) only ``set_epoch`` can tell them the epoch.
+    Every DataLoader worker and every DDP rank must see the same shard order before the shards are
+    split between them, or an epoch reads some shards twice and others never. So a pass draws its
+    shard order (``shardshuffle``) from a base seed and the epoch only, never from the worker;
+    the sample shuffle buffer adds the rank and the worker.
+
+    * ``seed=None`` (default): each epoch reshuffles, as ``DataLoader(shuffle=True)`` does. The
+      base is the DataLoader's per-epoch base seed (``get_worker_info().seed - id``: drawn anew
+      for each epoch's workers, the same in all of them, from the DataLoader's ``generator``), or
+      a draw from torch's generator in the main process with ``num_workers=0``. Under
+      ``torch.distributed`` rank 0 draws one seed and broadcasts it when the dataset is built;
+      then, as with ``DistributedSampler``, call :meth:`set_epoch` every epoch.
+    * ``seed=N``: the order is reproducible; :meth:`set_epoch` advances it, the same on every
+      rank. Without ``set_epoch`` a copy of the dataset still reshuffles on its next pass (with
+      ``num_workers=0`` and ``persistent_workers=True``); workers that are restarted every epoch
+      (the DataLoader's default) repeat the order unless told the epoch.
     """
 
     def __init__(self, urls: list[str], output: str = "latent", codec: str | None = None,
                  shuffle: int = 0, shardshuffle: bool = False, epoch_length: int | None = None,
-                 decode_batch: int = 16, on_error: str = "raise", seed: int = 0,
+                 decode_batch: int = 16, on_error: str = "raise", seed: int | None = None,
                  stage: Any = None) -> None:
         super().__init__()
         self.urls, self.shuffle, self.shardshuffle = list(urls), shuffle, bool(shardshuffle)
-        self.epoch_length, self.seed, self.on_error = epoch_length, seed, on_error
+        self.epoch_length, self.on_error = epoch_length, on_error
+        self.seed = shared_seed(seed) if (shuffle or shardshuffle) else seed
         # the last stage: mlcodec's decoding by default; image shards pass their own
         self.decode = stage if stage is not None else DecodeStage(output, codec, decode_batch, on_error)
         self.epoch = 0
@@ -210,10 +219,20 @@ class LatentDataset(torch.utils.data.IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self._passes = int(epoch), 0
 
-    def shard_order(self, epoch: int) -> list[str]:
+    def base_seed(self) -> int:
+        """The seed this pass's orders derive from: ``seed``, else the DataLoader's base seed of
+        this epoch (the same in every worker), else a fresh draw (``num_workers=0``)."""
+        if self.seed is not None:
+            return self.seed
+        info = torch.utils.data.get_worker_info()
+        if info is not None:
+            return int(info.seed) - int(info.id)
+        return int(torch.empty((), dtype=torch.int64).random_().item())
+
+    def shard_order(self, epoch: int, base: int | None = None) -> list[str]:
         urls = list(self.urls)
         if self.shardshuffle:
-            random.Random(f"{self.seed}:{epoch}").shuffle(urls)
+            random.Random(f"{self.seed if base is None else base}:{epoch}").shuffle(urls)
         return urls
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -221,17 +240,38 @@ class LatentDataset(torch.utils.data.IterableDataset):
 
         epoch = self.epoch + self._passes
         self._passes += 1
+        base = self.base_seed() if (self.shuffle or self.shardshuffle) else 0
         rank, _, worker, _ = wds.utils.pytorch_worker_info()
-        stages: list[Any] = [wds.SimpleShardList(self.shard_order(epoch)), wds.split_by_node,
+        stages: list[Any] = [wds.SimpleShardList(self.shard_order(epoch, base)), wds.split_by_node,
                              wds.split_by_worker,
                              wds.tarfile_to_samples(handler=_shard_error_handler(self.on_error))]
         if self.shuffle:
-            stages.append(wds.shuffle(self.shuffle, seed=f"{self.seed}:{epoch}:{rank}:{worker}"))
+            stages.append(wds.shuffle(self.shuffle, seed=f"{base}:{epoch}:{rank}:{worker}"))
         stages.append(self.decode)
         pipeline = wds.DataPipeline(*stages)
         if self.epoch_length:
             pipeline = pipeline.with_epoch(self.epoch_length)
         yield from pipeline
+
+
+def shared_seed(seed: int | None) -> int | None:
+    """``seed``; with none under an initialised ``torch.distributed`` of several ranks, one seed
+    drawn on rank 0 and broadcast, so every rank splits the same shard order. Several ranks
+    known only from the environment (``WORLD_SIZE``) cannot agree on a draw: a seed is required."""
+    if seed is not None:
+        return seed
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [int(torch.empty((), dtype=torch.int64).random_().item()) if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        return int(box[0])  # type: ignore[arg-type]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']} but torch.distributed is not initialised, so the "
+            "ranks cannot agree on a shard order: pass the same seed=N on every rank and call "
+            "dataset.set_epoch(epoch) at the start of each epoch")
+    return None
 
 
 def latent_dataset(
@@ -243,7 +283,7 @@ def latent_dataset(
     epoch_length: int | None = None,
     decode_batch: int = 16,
     on_error: str = "raise",
-    seed: int = 0,
+    seed: int | None = None,
 ) -> LatentDataset:
     """A dataset over mlcodec shards, for ``torch.utils.data.DataLoader``.
 
@@ -262,11 +302,12 @@ def latent_dataset(
         decode_batch: samples decoded together (batched hyper-synthesis / synthesis).
         on_error: ``"raise"`` (default) stops with the shard and key of a corrupt sample;
             ``"skip"`` drops it with a warning.
-        seed: seeds the shard order and the shuffle buffer, with the epoch.
+        seed: ``None`` (default): every epoch reshuffles, like ``DataLoader(shuffle=True)``
+            (under DDP, call ``set_epoch``); ``N``: a reproducible order that ``set_epoch``
+            advances, the same on every rank (see :class:`LatentDataset`).
 
     Samples are dicts ``{"__key__", "latent" or "image", "target", "cls" (if labelled)}``; use
-    :func:`collate_padded` to batch samples of different sizes. Call ``set_epoch(epoch)`` at the
-    start of each epoch to reshuffle.
+    :func:`collate_padded` to batch samples of different sizes.
     """
     resolved = resolve_shards(urls)
     if epoch_length:

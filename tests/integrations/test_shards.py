@@ -138,12 +138,47 @@ def test_dataloader_two_workers_two_nodes(tmp_path, monkeypatch):
     for rank in (0, 1):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
-        ds = latent_dataset(urls, shuffle=8, decode_batch=4)
+        ds = latent_dataset(urls, shuffle=8, shardshuffle=True, decode_batch=4, seed=5)
         loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate_padded)
         node = [k for b in loader for k in b["keys"]]
         assert len(node) == 16
         seen += node
     assert sorted(seen) == sorted(f"{i:09d}" for i in range(32))
+    with pytest.raises(ValueError, match="WORLD_SIZE=2.*seed=N"):  # ranks could not agree on an order
+        latent_dataset(urls, shuffle=8, shardshuffle=True)
+
+
+@pytest.fixture(scope="module")
+def small_shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reshuffle") / "s"
+    rng = np.random.default_rng(5)
+    write_shards(IterableSource([(_img(rng, 32, 32), i) for i in range(24)]), out, maxcount=3, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("workers,persistent", [(0, False), (2, False), (2, True)])
+def test_every_epoch_reads_each_sample_once_in_a_new_order(small_shards, workers, persistent):
+    """No seed: like DataLoader(shuffle=True), each epoch reshuffles without set_epoch, also with
+    workers restarted every epoch (they agree on the shard order through the loader's base seed)."""
+    ds = latent_dataset(small_shards, shuffle=6, shardshuffle=True, decode_batch=3)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=workers, collate_fn=collate_padded,
+                                         persistent_workers=persistent)
+    epochs = [[k for b in loader for k in b["keys"]] for _ in range(2)]
+    for keys in epochs:
+        assert sorted(keys) == [f"{i:09d}" for i in range(24)]
+    assert epochs[0] != epochs[1]
+
+
+def test_a_seed_gives_a_reproducible_order_that_set_epoch_advances(small_shards):
+    def read(epoch: int) -> list[str]:
+        ds = latent_dataset(small_shards, shuffle=6, shardshuffle=True, decode_batch=3, seed=11)
+        ds.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2, collate_fn=collate_padded)
+        return [k for b in loader for k in b["keys"]]
+
+    first = read(0)
+    assert read(0) == first and sorted(first) == [f"{i:09d}" for i in range(24)]
+    assert read(1) != first
 
 
 def test_corrupt_samples_name_shard_and_key(tmp_path):
