@@ -32,6 +32,11 @@ from mlcodec.bitstream import unpack
 from mlcodec.codecs.hyperprior import SKIP_INDEX, _decode_y, _decode_z
 from mlcodec.entropy import _used_tables
 
+
+def _listed(tables):  # CompressAI's decoder takes Python lists
+    idx, *rest = tables
+    return (idx.tolist(), *rest)
+
 from loader_throughput import crops  # same crops as the loader benchmark
 
 
@@ -133,9 +138,9 @@ def main() -> None:
                 for k, bs in enumerate(s):
                     dec = RansDecoder()
                     dec.set_stream(bs.strings[0])
-                    dec.decode_stream(*_used_tables(z_idx_all, t.z))
+                    dec.decode_stream(*_listed(_used_tables(z_idx_all, t.z)))
                     coded = idx[k][idx[k] > SKIP_INDEX[3]]
-                    np.fromiter(dec.decode_stream(*_used_tables(coded, t.y)), np.int32, coded.size)
+                    np.fromiter(dec.decode_stream(*_listed(_used_tables(coded, t.y))), np.int32, coded.size)
 
         z_idx_all = np.repeat(np.arange(z_shape[1], dtype=np.int32), z_shape[2] * z_shape[3])
         zy_lists = per_image_ms(stage_zy_lists, args.n)

@@ -93,7 +93,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
                 im.load()
                 data = codec.compress(im, quality=args.quality)
                 if args.psnr:
-                    psnrs.append(psnr(im.convert("RGB"), codec.decompress(data).convert("RGB")))
+                    psnrs.append(psnr(im, codec.decompress(data)))  # converts band by band
                 size = im.size
         except (OSError, ValueError, TypeError) as e:
             if args.on_error == "raise":

@@ -55,26 +55,35 @@ class CdfTables:
                    offsets.tolist(), cdf, lengths, offsets)
 
 
+#: symbols handed to CompressAI's encoder per call: its Python-list arguments cost 8 bytes a
+#: symbol each, so a 4096 x 4096 image's latent in one call would hold hundreds of MB of lists
+ENCODE_CHUNK = 1 << 18
+
+
 def encode(parts: Sequence[tuple[torch.Tensor, torch.Tensor, CdfTables]]) -> bytes:
-    """Encode ``(symbols, indexes, tables)`` parts, in order, into one rANS string."""
+    """Encode ``(symbols, indexes, tables)`` parts, in order, into one rANS string.
+
+    ``BufferedRansEncoder`` buffers every call's symbols and codes them all at ``flush``, so
+    handing a part over in chunks of :data:`ENCODE_CHUNK` symbols gives the same bytes."""
     enc = BufferedRansEncoder()
     for symbols, indexes, tables in parts:
-        enc.encode_with_indexes(_as_list(symbols), *_used_tables(indexes, tables))
+        flat = symbols.reshape(-1).to(torch.int32).numpy()
+        idx, cdfs, lengths, offsets = _used_tables(indexes, tables)
+        for i in range(0, max(len(flat), 1), ENCODE_CHUNK):
+            enc.encode_with_indexes(flat[i : i + ENCODE_CHUNK].tolist(), idx[i : i + ENCODE_CHUNK].tolist(),
+                                    cdfs, lengths, offsets)
     return enc.flush()
 
 
-def _as_list(t: torch.Tensor) -> list[int]:
-    return t.reshape(-1).to(torch.int32).numpy().tolist()
-
-
 def _used_tables(indexes: torch.Tensor | np.ndarray, tables: CdfTables):
-    """Indexes remapped onto the subset of tables they use, and that subset (cdfs, lengths, offsets)."""
+    """Indexes remapped onto the subset of tables they use (an int32 array), and that subset
+    (cdfs, lengths, offsets)."""
     idx = np.asarray(indexes).reshape(-1)
     used = np.flatnonzero(np.bincount(idx, minlength=len(tables.cdfs)))
     remap = np.zeros(len(tables.cdfs), dtype=np.int32)
     remap[used] = np.arange(len(used), dtype=np.int32)
     u = used.tolist()
-    return (remap[idx].tolist(), [tables.cdfs[i] for i in u],
+    return (remap[idx], [tables.cdfs[i] for i in u],
             [tables.lengths[i] for i in u], [tables.offsets[i] for i in u])
 
 

@@ -117,8 +117,15 @@ def to_pil(x: torch.Tensor, mode: str = "RGB") -> Image.Image:
     if x.dtype == torch.uint8:
         if mode == "L":
             return Image.fromarray((x.float().mean(0)).round_().to(torch.uint8).numpy(), "L")
-        return Image.fromarray(x.permute(1, 2, 0).contiguous().numpy(), "RGB")
+        return _merge_planes(x)
     if mode == "L":
         return Image.fromarray((x.mean(0).clamp_(0, 1) * 255.0).round_().to(torch.uint8).numpy(), "L")
-    a = (x.clamp(0, 1) * 255.0).round_().to(torch.uint8)  # one float copy (large images)
-    return Image.fromarray(a.permute(1, 2, 0).numpy(), "RGB")
+    return _merge_planes((x.clamp(0, 1) * 255.0).round_().to(torch.uint8))  # one float copy
+
+
+def _merge_planes(x: torch.Tensor) -> Image.Image:
+    """``3xHxW`` uint8 levels to an RGB image, plane by plane: each plane is lent to Pillow without
+    a copy (``frombuffer``), so a large image is not held a third time in an HxWx3 copy."""
+    planes = [x[c].contiguous() for c in range(3)]  # views already, unless x is a crop
+    h, w = x.shape[-2:]
+    return Image.merge("RGB", [Image.frombuffer("L", (w, h), p.numpy(), "raw", "L", 0, 1) for p in planes])

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from mlcodec import entropy
+from mlcodec.allocator import release_freed_memory
 from mlcodec.bitstream import Bitstream, BitstreamError
 from mlcodec.codecs.base import CodecConfig
 from mlcodec.codecs.learned import LatentCodec
@@ -71,9 +72,18 @@ class _CoderTables:
         return torch.from_numpy(idx)
 
 
+def _trimmer(latent: torch.Tensor, stride: int = 1, pixels: int = 1 << 14) -> Callable[[], None]:
+    """:func:`release_freed_memory` for latents of more than ``pixels`` positions (``stride`` latent
+    pixels per position of ``latent``), else nothing: between the latent-side steps of a large
+    image, each leaves tens of MB of temporaries that the process would otherwise keep
+    (:func:`mlcodec.allocator.keep_freed_memory`) on top of the next step's peak."""
+    big = latent.shape[0] * latent.shape[-2] * latent.shape[-1] * stride * stride > pixels
+    return release_freed_memory if big else (lambda: None)
+
+
 def _symbol_checksum(symbols: np.ndarray) -> bytes:
     """Adler-32 of the coded latent symbols (int32, little-endian), 4 bytes."""
-    return struct.pack("<I", zlib.adler32(np.ascontiguousarray(symbols, dtype="<i4").tobytes()))
+    return struct.pack("<I", zlib.adler32(np.ascontiguousarray(symbols, dtype="<i4").data))  # no copy
 
 
 def _encode_strings(tables: _CoderTables, z_sym: torch.Tensor, y_sym: torch.Tensor,
@@ -181,16 +191,22 @@ class GainedHyperpriorCodec(LatentCodec):
         m, t = self.model, self._tables
         gain, _, hgain, inv_hgain = m.gains(self._q(quality, x.shape[0]))
         y_g = tiled_analysis(m.g_a, x, tile=self.tile) * gain
+        trim = _trimmer(y_g)
         z_sym = m.hyper_symbols(y_g, hgain).int()
         if self.format_version >= 3:
             idx, means = self._hyper(z_sym, quality)
+            trim()
             y_sym = torch.round(y_g - means.to(y_g.dtype) * 2.0**-MEAN_FRAC_BITS).int()
         else:
             scales, means = m.hyper_synthesis(z_sym + t.z_medians, inv_hgain)
             idx = t.scale_indexes(scales)
             y_sym = torch.round(y_g - means).int()
+        latent_shape = tuple(y_g.shape[1:])
+        del means, y_g
+        trim()
         strings = _encode_strings(t, z_sym.cpu(), y_sym.cpu(), idx.cpu(), self.format_version)
-        return strings, tuple(y_g.shape[1:])
+        trim()
+        return strings, latent_shape
 
     def _decode(self, streams):
         m, t = self.model, self._tables
@@ -198,8 +214,13 @@ class GainedHyperpriorCodec(LatentCodec):
         quality, version = streams[0].header.quality, streams[0].header.version
         decoders, z_sym = _decode_z(t, streams, (1, m.N, h // 4, w // 4))
         if version >= 3:
+            trim = _trimmer(z_sym, 4)
+            trim()  # what entropy-decoding z left
             idx, means = self._hyper(z_sym, quality)
+            trim()
             y_sym = _decode_y(t, decoders, idx.cpu(), streams)
+            del idx
+            trim()
             return self._hyper.dequantize(y_sym.to(self.device), means, quality)
         _, inv_gain, _, inv_hgain = m.gains(self._q(quality, len(streams)))
         z_hat = z_sym.float() + t.z_medians

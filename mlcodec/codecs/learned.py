@@ -92,15 +92,18 @@ class LatentCodec(Codec):
             groups[(h + -h % self.stride, w + -w % self.stride)].append(i)
         out: list[bytes] = [b""] * len(images)
         fp = self.fingerprint(q)
+        shapes = [(tuple(t.shape[-2:]), mode) for t, mode in prepared]
         for size, idx in groups.items():
             # one image (a large one, say) is padded in place of a copy, several are stacked
             x = torch.cat([pad_to(prepared[i][0][None], self.stride) for i in idx]) if len(idx) > 1 \
                 else pad_to(prepared[idx[0]][0][None], self.stride)
+            for i in idx:  # x holds the pixels now: a large image is not kept twice while it codes
+                prepared[i] = None  # type: ignore[call-overload]
             strings, latent_shape = self._encode(x.to(self.device), q)
             del x
             for i, s in zip(idx, strings):
-                t, mode = prepared[i]
-                header = BitstreamHeader(self.config.codec_id, fp, q, tuple(t.shape[-2:]), size,
+                (h, w), mode = shapes[i]
+                header = BitstreamHeader(self.config.codec_id, fp, q, (h, w), size,
                                          latent_shape, mode, self.format_version)
                 out[i] = bsf.pack(Bitstream(header, s))
         return out
@@ -146,7 +149,9 @@ class LatentCodec(Codec):
     def _images(self, streams: list[Bitstream], latents: Sequence[torch.Tensor]) -> list[Image.Image]:
         out: list[Image.Image | None] = [None] * len(streams)
         for (_, q, _), idx in self._grouped(streams).items():
-            x_hat = self._synthesize(torch.stack([latents[i] for i in idx]).to(self.device), q)
+            y = latents[idx[0]][None] if len(idx) == 1 else torch.stack([latents[i] for i in idx])
+            x_hat = self._synthesize(y.to(self.device), q)
+            del y
             for j, i in enumerate(idx):
                 h = streams[i].header
                 oh, ow = h.original_size
