@@ -38,6 +38,13 @@ from mlcodec.tasks.judge_eval import evaluate_judge, judge_bd_rates
 from mlcodec.tasks.judges import create_judge
 
 
+def cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", default=os.path.expanduser("~/.cache/mlcodec/photos"))
@@ -67,13 +74,13 @@ def main() -> None:
         "confident": sorted(i for i in surest[: args.keep] if conf[i] >= args.min_confidence),
         "random": sorted(random.Random(args.seed).sample(range(len(crops)), min(args.keep, len(crops)))),
     }
+    lowest = min((conf[i] for i in sets["confident"]), default=0.0)
     print(f"{len(photos)} held-out photos, {len(crops)} crops; confident set {len(sets['confident'])} "
-          f"(p >= {conf[sets['confident'][-1]] if sets['confident'] else 0:.2f}... from "
-          f"{len({crops[i].photo for i in sets['confident']})} photos)", flush=True)
+          f"(p >= {lowest:.2f}, from {len({crops[i].photo for i in sets['confident']})} photos)", flush=True)
     qualities = [float(q) for q in args.qualities.split(",")]
     report = {"command": " ".join(["python", *sys.argv]), "date": datetime.date.today().isoformat(),
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                         f"torch {torch.__version__}, {args.threads} threads",
+              "machine": f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+                         f"{args.threads} threads",
               "judge": args.judge, "photos": [p.name for p in photos], "crops": len(crops), "sets": {}}
     for set_name in args.sets.split(","):
         idx = sets[set_name]

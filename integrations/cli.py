@@ -133,7 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(exit 2)")
     s.add_argument("--gzip", action=argparse.BooleanOptionalAction, default=None,
                    help="gzipped .tar.gz shards (the default for a new job: tar headers are most of "
-                        "a small sample's bytes; BENCHMARKS.md) or plain .tar (--no-gzip); a "
+                        "a small sample's bytes) or plain .tar (--no-gzip); a "
                         "resumed job keeps its own")
     s.set_defaults(func=cmd_shard)
 

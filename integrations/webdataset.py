@@ -6,7 +6,7 @@ source files left out and why) once the job is complete, and ``progress.jsonl`` 
 finished shard. Tar members carry a fixed integer mtime: the same samples give the same bytes,
 and no PAX header (1 KB a member) is written for a float one. Shards are gzipped (``.tar.gz``) by
 default: tar's 512-byte header and padding per member are most of a small sample's bytes, and
-gzip removes them (1.0x the payload against 1.6x-7.5x for plain tar at 256-64 px, BENCHMARKS.md);
+gzip removes them (BENCHMARKS.md, "Shard bytes");
 webdataset, HF datasets and every reader here take them as they are. ``gzip=False`` writes plain
 ``.tar``; a job resumed in an existing folder keeps the setting it was started with.
 A shard is written under a ``.tmp`` name and renamed when closed, and only then journaled, so a

@@ -5,8 +5,8 @@ at most, by default) with a fresh ``mmap``, and gives a freed heap top above its
 back to the kernel. A transform streamed band by band (:mod:`mlcodec.tiling`) allocates and frees
 tens of megabytes of activations per layer and band, so with the defaults every band faults its
 buffers in again, and the kernel zeroes each page: with the square tiles of an earlier version, at
-4096x4096 px that was about a third of the time of ``compress`` and ``decompress`` (millions of
-minor page faults, BENCHMARKS.md, "Large images").
+4096x4096 px that was a large part of the time of ``compress`` and ``decompress`` (millions of
+minor page faults, docs/experiments/large-images.md).
 
 :func:`keep_freed_memory` raises both thresholds, so those buffers come from the heap and are
 reused. It changes the whole process, so the library never calls it on import: the ``mlcodec``

@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help="peak learning rate (Adam; default 2e-4; with an "
                    "--objective other than rd, which fine-tunes, the objective's codec_lr)")
     t.add_argument("--warmup", type=int, help="steps of linear learning-rate warm-up (default 100, "
-                   "TrainConfig's; a fine-tune without one loses over 1 dB in its first Adam step)")
+                   "TrainConfig's; a fine-tune without one loses quality in its first Adam steps)")
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the transforms")
     t.add_argument("--seed", type=int, default=0, help="random seed")
     t.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")

@@ -56,7 +56,7 @@ class CdfTables:
 
 
 #: symbols handed to CompressAI's encoder per call: its Python-list arguments cost 8 bytes a
-#: symbol each, so a 4096 x 4096 image's latent in one call would hold hundreds of MB of lists
+#: symbol each, so a large image's latent in one call would hold lists larger than the image
 ENCODE_CHUNK = 1 << 18
 
 

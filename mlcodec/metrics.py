@@ -16,7 +16,7 @@ def _as_float(im: Image.Image) -> np.ndarray:
 
 def psnr(a: Image.Image, b: Image.Image, rows: int = 256) -> float:
     """PSNR in dB over RGB uint8 pixels (``inf`` for identical images), summed exactly in
-    integers ``rows`` rows at a time, so a 4096 x 4096 image needs a few MB, not gigabytes."""
+    integers ``rows`` rows at a time, so its memory does not grow with the image."""
     if a.size != b.size:
         raise ValueError(f"images differ in size: {a.size} vs {b.size}")
     w, h = a.size

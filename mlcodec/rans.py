@@ -1,8 +1,8 @@
 """An array-level reader of CompressAI's rANS streams: symbols out as numpy arrays, no Python lists.
 
 CompressAI's ``RansDecoder`` takes its indexes and CDF tables as Python lists and returns a list
-of ints, so decoding an image's ~12,000 latent symbols spends most of its time converting lists
-(about 1 ms of the loader's ~4 ms per 256x256 sample, ``benchmarks/latent_decode_profile.py``).
+of ints, so decoding an image's latent symbols spends much of its time converting lists
+(``benchmarks/latent_decode_profile.py``, docs/experiments/input-pipeline.md).
 :class:`ArrayRansDecoder` reads the same streams with the same arithmetic, compiled by numba,
 from int32 arrays into an int32 array. The streams are CompressAI's and are still *written* by
 CompressAI's ``BufferedRansEncoder`` (``mlcodec.entropy.encode``); nothing about the bitstream

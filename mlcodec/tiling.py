@@ -16,8 +16,8 @@ latent pixels (2 by default, which covers the receptive field: 1 does not); afte
 convolution a strip keeps only the columns that the later layers read, so a halo costs what the
 receptive field needs and no more. Stacks with layers whose reach is not known run in square
 tiles with halos instead (:func:`_tiled`). An earlier version ran every image in square tiles of
-32 latent pixels with whole halos, which redid 23-30% of the work at 4096 px (BENCHMARKS.md,
-"Large images").
+32 latent pixels with whole halos, which redid a quarter of the work at 4096 px
+(docs/experiments/large-images.md).
 
 The input image may be uint8 levels: each band is converted to float on its own, so the image is
 never held as float (four times its bytes). At inference the transforms run through
@@ -48,17 +48,15 @@ from mlcodec.imageio import as_float
 
 #: images whose latent has at most DEFAULT_TILE² pixels (1,936: 704x704 px, 640x480 px) run in one
 #: pass; larger ones are streamed in bands of DEFAULT_BAND latent pixels, in strips with halos of 2
-#: latent px where wider than DEFAULT_STRIP. benchmarks/streaming.py, two runs: up to 1,936 latent
-#: px the whole pass took 2-13% less time (its synthesis is faster, its analysis slower), at 2,048
-#: and 2,080 either won, from 3,072 (768x1024 px) on streaming took 12-17% less (BENCHMARKS.md)
+#: latent px where wider than DEFAULT_STRIP: the size where streaming starts to win over one whole
+#: pass (benchmarks/studies/streaming.py, docs/experiments/large-images.md)
 DEFAULT_TILE = 44
 DEFAULT_HALO = 2
 #: widest strip, in latent pixels (4096 px): wider images are streamed in strips with halos
 DEFAULT_STRIP = 256
 #: latent pixels per band: 2 rows of a 4096 px strip, 4 rows (the most) of one up to 2048 px.
-#: Measured on 2 cores at 1024 to 4096 px (BENCHMARKS.md): bands of 2 to 4 rows ran fastest; 1 row
-#: pays for the rows each convolution keeps, 16 rows spill the activations out of the caches (a
-#: whole 1024 px pass ran at half the speed), and at 4096 px 4 rows took 290 MB against 190 MB
+#: Bands of 2 to 4 rows ran fastest: 1 row pays for the rows each convolution keeps, 16 rows spill
+#: the activations out of the caches, and more rows cost memory (docs/experiments/large-images.md)
 DEFAULT_BAND = 512
 
 
@@ -130,7 +128,7 @@ def _subpixel_weight(layer: nn.ConvTranspose2d) -> tuple[Tensor, Tensor | None, 
     Output pixel ``o = s*m + r`` takes input ``i`` through kernel tap ``o + p - s*i``; for each
     phase ``r`` those taps form a small stride-1 kernel. The same products summed in another
     order, so equal up to float rounding, and oneDNN runs the convolution faster than the
-    transposed one (BENCHMARKS.md, "Large images")."""
+    transposed one (docs/experiments/large-images.md)."""
     if not _has_subpixel_form(layer):
         return None
     k, s, p, _ = _geometry(layer)  # type: ignore[misc]
@@ -154,7 +152,7 @@ def _subpixel_weight(layer: nn.ConvTranspose2d) -> tuple[Tensor, Tensor | None, 
 
 
 #: each layer's sub-pixel form with the state of the weights it was built from: building it costs
-#: about 5% of a 256 px decode, so it is built once per weights, not per call. Weak keys: the
+#: a noticeable part of a small decode, so it is built once per weights, not per call. Weak keys: the
 #: memo never keeps a model alive; the key's versions: a trained or reloaded layer is rebuilt
 _SUBPIXEL_MEMO: weakref.WeakKeyDictionary[nn.ConvTranspose2d, tuple[tuple, tuple | None]] = \
     weakref.WeakKeyDictionary()

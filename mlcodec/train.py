@@ -57,7 +57,8 @@ class TrainConfig:
     patch: int = 128
     lr: float = 2e-4
     # steps over which the learning rate ramps up linearly from lr / warmup: without it, Adam's first
-    # steps (each parameter moved by about lr, whatever its gradient) cost a packaged codec 1.2 dB
+    # steps (each parameter moved by about lr, whatever its gradient) cost a packaged codec over a dB
+    # (docs/experiments/unified.md, "Fine-tuning from the packaged weights")
     warmup: int = 100
     aux_lr: float = 1e-3
     clip: float = 1.0
@@ -169,8 +170,8 @@ def distill_hyper_synthesis(teacher: GainedMeanScaleHyperprior, cfg: TrainConfig
     - ``"match"``: the teacher's log-scales (floored at the smallest scale the coder uses) and
       means in units of the teacher's scale;
     - ``"rate"``: the bits of the gained latent under the student's Gaussians (additive uniform
-      noise, as in training), what the student is for. Matching alone cost a 14M-MAC student
-      +26-31% rate (BENCHMARKS.md), since small errors in the scales cost bits unevenly.
+      noise, as in training), what the student is for. Matching alone cost students far more rate
+      (docs/experiments/input-pipeline.md), since small errors in the scales cost bits unevenly.
     """
     if cfg.distill_loss not in ("match", "rate"):
         raise ValueError(f"distill_loss must be 'match' or 'rate', not {cfg.distill_loss!r}")

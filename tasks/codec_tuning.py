@@ -19,7 +19,8 @@ This is the multi-task collaborative embedding idea of Guo, Sui et al. (ECCV 202
 shaped jointly by several task losses. It is not their full method: there is no embedding
 alignment, and no diffusion-based invariant knowledge learning (DIKL). A task left out of
 ``tasks`` (detection, by default) can check how the tuned latent serves an unseen task.
-Measured so far (BENCHMARKS.md): a 4,200-step tune on an H200 did not lift the latent heads.
+Measured so far (BENCHMARKS.md, "Task-aware codec tuning"): a tune on an H200 did not lift the
+latent heads.
 
 The task data is either a dataset (:class:`~mlcodec.data.sources.Source`: ImageFolder labels for
 cls, COCO masks for seg), every image resized to ``scene_size`` squared, or by default scenes from

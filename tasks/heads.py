@@ -6,13 +6,12 @@ for a 2x *up*-sampling of the latent, so ``layer1`` works at image stride 8, ``l
 so on. By default that upsampling is the codec's own first synthesis stage (5x5/2 transposed conv +
 inverse GDN, ``g_s[:2]``), frozen, followed by a learned 3x3 conv (:class:`SynthesisStem`): the
 codec spreads a shape's outline over the channel patterns of 2-4 latent cells, and its synthesis
-already knows how to unfold them. On the synthetic benchmark (2,400 images at 128 px,
-BENCHMARKS.md) that stem lifted the latent heads' best validation metrics over a learned 4x4
-transposed conv from top-1 0.615 to 0.823, mIoU 0.452 to 0.574 and mAP 0.361 to 0.436, for 6-19%
-more time per epoch; the learned stem remains (``stem="learned"``) for codecs whose synthesis does
-not start that way. Earlier probes: a full ResNet-18 with a stride-1 latent stem memorised the
-training set (top-1 0.2); the lighter ResNet-10t stopping at ``layer3`` is kept (``layer2`` for
-the segmenter), and every head trains with strong weight decay (``options.DEFAULT_WEIGHT_DECAY``).
+already knows how to unfold them. On the synthetic benchmark that stem beat a learned transposed
+conv on all three tasks for a little more time per epoch (docs/experiments/task-heads.md); the
+learned stem remains (``stem="learned"``) for codecs whose synthesis does not start that way. A
+full ResNet-18 with a stride-1 latent stem memorised the training set, so the lighter ResNet-10t
+stopping at ``layer3`` is kept (``layer2`` for the segmenter), and every head trains with strong
+weight decay (``options.DEFAULT_WEIGHT_DECAY``).
 Pixel references are the usual models on decoded RGB: a timm ResNet-10t classifier, a timm
 ResNet-10t + FPN segmenter, and (in :mod:`mlcodec.tasks.yolo`) an ultralytics YOLO detector. Both
 sides use the same timm family so the comparison is of inputs, not of networks.
@@ -222,16 +221,12 @@ class LatentSegmenter(_DenseBase):
     """Semantic segmentation from the latent: FPN over ``layer1``/``layer2`` at stride 8/16,
     logits at ``out_stride`` (8), bilinear to full resolution.
 
-    ``layer3`` (stride 32) is left out: on the synthetic benchmark (128 px, 16 epochs, weight
-    decay 0.05, `/tmp` probe) the head without it reached val mIoU 0.622 against 0.615, at 7.6
-    against 9.5 s per epoch. What held the three-stage head back was generalisation (train mIoU
-    0.82, val 0.615), not reach; the coarsest grid is now the pixel reference's (8x8 at 128 px).
-
-    Probes with ``layer3`` still in: the latent holds stride-16 detail, and a further learned 2x
-    upsampling to stride 4 (the pixel reference's output stride) cost 1.45x the training time per
-    epoch for no gain (val mIoU 0.389 vs 0.394 at stride 8, 16 epochs on the synthetic
-    benchmark); so did the codec's own second synthesis stage (frozen ``g_s[2:4]``) refining the
-    logits at stride 4 (0.616 vs 0.615, 1.26x per epoch).
+    ``layer3`` (stride 32) is left out: without it the head was as good and faster on the
+    synthetic benchmark; what held the three-stage head back was generalisation, not reach, and
+    the coarsest grid is now the pixel reference's. Logits stay at stride 8: the latent holds
+    stride-16 detail, and neither a learned 2x upsampling to stride 4 nor the codec's own second
+    synthesis stage (frozen ``g_s[2:4]``) refining them gained anything for their extra time
+    (probes in docs/experiments/task-heads.md).
     """
 
     input = "latent"

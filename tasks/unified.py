@@ -84,9 +84,8 @@ class UnifiedConfig:
     diffusion: bool = True
     # the (balanced) task terms against the rate-distortion terms, and the codec's learning rate
     # in a fine-tune (``train-codec`` without --lr). Chosen together on the dev split
-    # (benchmarks/unified_dev.py, BENCHMARKS.md; cls + seg experts, 1,000 steps): at lr 1e-4 people
-    # cost grows with the weight (+6.4% PSNR BD-rate on dev photos at 0.3, +13% at 1.0); at lr 3e-5
-    # weight 0.6 keeps the task gain of 0.3 at 1e-4 for 2.4 points less PSNR and 3.2 less MS-SSIM
+    # (benchmarks/studies/unified_dev.py, docs/experiments/unified.md): people's cost grows with the
+    # weight at lr 1e-4; at lr 3e-5 weight 0.6 keeps the task gain for a smaller people cost
     task_weight: float = 0.6
     codec_lr: float = 3e-5
     dikl_weight: float = 0.2

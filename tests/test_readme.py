@@ -1,7 +1,10 @@
-"""Every bash and python block in README.md runs as written, in order, in one empty folder.
+"""Every bash and python block in README.md and then in docs/*.md runs as written, in order, in one
+empty folder and one Python namespace: the docs continue where the README left off (its example
+data, shards and heads).
 
 Blocks that cannot run here are skipped by a marker they contain, each with its reason; a marker
-that no longer matches a block fails the test, so the list cannot go stale.
+that no longer matches a block fails the test, so the list cannot go stale. A document with code
+blocks that is not in DOCUMENTS fails the test too.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).parent.parent / "README.md"
+ROOT = Path(__file__).parent.parent
+#: in the order their blocks run; the docs build on the README's files
+DOCUMENTS = ("README.md", "docs/api.md", "docs/datasets.md", "docs/tasks.md", "docs/training.md",
+             "docs/bitstream.md")
 BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.S | re.M)
 
 #: marker -> why the block it is in does not run in the tests
@@ -26,13 +32,20 @@ SKIP = {
 }
 
 
-def blocks() -> list[tuple[str, str]]:
-    return BLOCK.findall(README.read_text())
+def blocks() -> list[tuple[str, str, str]]:
+    """(document, language, code) of every block, in running order."""
+    return [(doc, lang, code) for doc in DOCUMENTS for lang, code in BLOCK.findall((ROOT / doc).read_text())]
 
 
 def test_every_skip_marker_names_one_block():
     for marker in SKIP:
-        assert sum(marker in code for _, code in blocks()) == 1, marker
+        assert sum(marker in code for _, _, code in blocks()) == 1, marker
+
+
+def test_every_document_with_code_runs():
+    docs = [p for p in sorted((ROOT / "docs").rglob("*.md")) if BLOCK.search(p.read_text())]
+    missing = [str(p.relative_to(ROOT)) for p in docs if str(p.relative_to(ROOT)) not in DOCUMENTS]
+    assert not missing, f"add these to DOCUMENTS (or drop their code blocks): {missing}"
 
 
 @pytest.mark.slow
@@ -42,17 +55,17 @@ def test_readme_blocks_run_as_written(tmp_path, monkeypatch, capsys):
            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     namespace: dict = {"__name__": "__readme__"}
     ran = 0
-    for i, (lang, code) in enumerate(blocks()):
+    for i, (doc, lang, code) in enumerate(blocks()):
         if any(marker in code for marker in SKIP):
             continue
         t0 = time.perf_counter()
         if lang == "bash":
             res = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=tmp_path, env=env,
                                  capture_output=True, text=True, timeout=900)
-            assert res.returncode == 0, f"block {i}:\n{code}\n--- stderr:\n{res.stderr[-3000:]}"
+            assert res.returncode == 0, f"{doc}, block {i}:\n{code}\n--- stderr:\n{res.stderr[-3000:]}"
         else:
-            exec(compile(code, f"README.md block {i}", "exec"), namespace)  # noqa: S102
+            exec(compile(code, f"{doc} block {i}", "exec"), namespace)  # noqa: S102
         ran += 1
         with capsys.disabled():  # each block's seconds in every run's log: where the test's time goes
-            print(f"\n  README block {i}: {time.perf_counter() - t0:.1f} s ({code.splitlines()[0][:50]})")
+            print(f"\n  {doc} block {i}: {time.perf_counter() - t0:.1f} s ({code.splitlines()[0][:50]})")
     assert ran == len(blocks()) - len(SKIP)

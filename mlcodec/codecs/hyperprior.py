@@ -24,8 +24,8 @@ from mlcodec.weights import fingerprint
 
 #: Latent symbols whose scale index is at most this are not entropy-coded, per format version.
 #: Index 5 is sigma <= 0.204: such a symbol is zero but with probability ~ 2 * Phi(-0.5 / 0.204)
-#: = 1.4% at most (0.13% measured on photos at quality 0.5), yet they are about half of all
-#: symbols, and the coder's cost is per symbol. The encoder sets them to zero (the predicted
+#: = 1.4% at most, yet they are about half of all symbols, and the coder's cost is per symbol
+#: (docs/experiments/input-pipeline.md). The encoder sets them to zero (the predicted
 #: mean); the decoder knows which they are from the hyperprior. Version 1 coded every symbol;
 #: version 3 skips as 2 does, with indexes from the integer hyper-synthesis.
 SKIP_INDEX = {1: -1, 2: 5, 3: 5}

@@ -68,8 +68,9 @@ PREFIX = "exact."
 #: every accumulator's sum |w·x| + |b| stays below 2^ACC_BITS, so float32 GEMMs are exact
 ACC_BITS = 24
 #: the clamp of the hyper-latent symbols and of the hidden activations. With 24-bit accumulators
-#: these leave ~7-bit weights in layer 1; the rate this costs is measured in BENCHMARKS.md
-#: (``benchmarks/exact_cost.py``); a probe over (Z_MAX, HIDDEN_MAX) chose them.
+#: these leave ~7-bit weights in layer 1; the rate this costs is measured by
+#: ``benchmarks/studies/exact_cost.py`` (docs/experiments/exact-decoding.md), where a probe over
+#: (Z_MAX, HIDDEN_MAX) chose them.
 Z_MAX, HIDDEN_MAX = 255, 2047
 
 _LN2_HI = 6.93147180369123816490e-01  # fdlibm's split of ln 2 (Cody-Waite reduction)
@@ -224,8 +225,9 @@ def _requant(acc: Tensor, mult: Tensor, mult_neg: Tensor, shift: int, limit: int
     return acc.mul_(m).add_(2.0 ** (shift - 1)).mul_(2.0**-shift).floor_().clamp_(-limit, limit)
 
 
-#: hyper-latent rows per chunk of the integer hyper-synthesis (8 = 512 image rows): at 4096 px a
-#: working set of 136 MB against 358 MB in one pass, for 12% more time in this step (BENCHMARKS.md)
+#: hyper-latent rows per chunk of the integer hyper-synthesis (8 = 512 image rows): a working set
+#: that does not grow with the image, for a little more time in this step
+#: (docs/experiments/large-images.md)
 CHUNK_ROWS = 8
 
 
@@ -293,8 +295,8 @@ class ExactHyperSynthesis:
 
         A hyper-latent taller than ``rows`` is run in chunks of ``rows`` rows, each with a halo of
         the layers' reach (:func:`_reach`, 2 rows): integer arithmetic, so exactly the whole
-        pass's values (tested), in a bounded working set (the last layer's unfold alone is 226 MB
-        for a 4096 px image in one pass)."""
+        pass's values (tested), in a bounded working set (the last layer's unfold alone grows with
+        the image's area)."""
         h, halo = z_sym.shape[-2], _reach(self._k)
         if h <= rows + halo:
             return self._params(z_sym, quality)
@@ -341,7 +343,7 @@ class ExactHyperSynthesis:
         float32 (each op is correctly rounded IEEE arithmetic, so every device agrees)."""
         ig = self.for_quality(quality)[0].inv_gain.to(y_sym.device).view(1, -1, 1, 1)
         # in place, the same operations in the same order: one float64 temporary fewer at a time
-        # (a 4096 x 4096 image's latent is 50 MB per float64 copy)
+        # (a large image's latent is tens of MB per float64 copy)
         y = y_sym.to(torch.float64)
         y += means.to(y_sym.device, torch.float64).mul_(2.0**-MEAN_FRAC_BITS)
         return y.mul_(ig).to(torch.float32)
