@@ -5,7 +5,7 @@ and in batches (``compress_batch``/``decompress_batch``/``decode_latents``); its
 (entropy decoding plus hyper-synthesis, no synthesis transform) is what training loaders use.
 JPEG: Pillow, quality 90, 4:2:0; decode includes conversion to a float tensor (ToTensor).
 
-    python benchmarks/codec_speed.py [--threads 2] [--seconds 3]
+    python -m benchmarks.codec_speed [--threads 2] [--seconds 3]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ hashed; the table counts samples that came back, failures, and latents that diff
 first reader's. For contrast, the same crops are also sharded in format 2 (the float
 hyper-synthesis) with ``--workers 0`` and read the same ways.
 
-    python benchmarks/exact_decode.py [--photos ~/.cache/mlcodec/photos] [--crops 1008]
+    python -m benchmarks.exact_decode [--photos ~/.cache/mlcodec/photos] [--crops 1008]
 """
 
 from __future__ import annotations
@@ -80,9 +80,10 @@ def read_hashes(tars: list[str], num_workers: int, threads: int) -> dict[str, st
 
 def isa_hashes(tars: list[str], env: dict[str, str]) -> dict[str, str]:
     code = ("import json, sys, warnings; warnings.simplefilter('ignore');"
-            "sys.path.insert(0, %r); from exact_decode import read_hashes;"
-            "print(json.dumps(read_hashes(json.loads(sys.argv[1]), 0, 1)))") % str(Path(__file__).parent)
+            "from benchmarks.exact_decode import read_hashes;"
+            "print(json.dumps(read_hashes(json.loads(sys.argv[1]), 0, 1)))")
     res = subprocess.run([sys.executable, "-c", code, json.dumps(tars)], capture_output=True, text=True,
+                         cwd=Path(__file__).parent.parent,
                          env={**os.environ, **env, "OMP_NUM_THREADS": "1"}, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 

@@ -14,7 +14,7 @@ BD-rates are against WebP with a 95% paired bootstrap over crops (`mlcodec.metri
 Crops of one photo are not independent, so the interval over crops is narrower than one over
 photos would be.
 
-    python benchmarks/judge_agreement.py [--photos ~/.cache/mlcodec/photos] \
+    python -m benchmarks.judge_agreement [--photos ~/.cache/mlcodec/photos] \
         [--out benchmarks/results/judge_agreement.json]
 """
 
@@ -24,7 +24,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import random
 import sys
 import time
@@ -32,17 +31,11 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import machine
 from mlcodec.data.crops import dataset_crops
 from mlcodec.data.photos import evaluation_photos
 from mlcodec.tasks.judge_eval import evaluate_judge, judge_bd_rates
 from mlcodec.tasks.judges import create_judge
-
-
-def cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -79,8 +72,7 @@ def main() -> None:
           f"(p >= {lowest:.2f}, from {len({crops[i].photo for i in sets['confident']})} photos)", flush=True)
     qualities = [float(q) for q in args.qualities.split(",")]
     report = {"command": " ".join(["python", *sys.argv]), "date": datetime.date.today().isoformat(),
-              "machine": f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                         f"{args.threads} threads",
+              "machine": f"{machine()}, {args.threads} threads",
               "judge": args.judge, "photos": [p.name for p in photos], "crops": len(crops), "sets": {}}
     for set_name in args.sets.split(","):
         idx = sets[set_name]

@@ -18,7 +18,7 @@ each round's ratio, and the ratio of best runs (which favours small sizes: the b
 pixels are streamed through the transforms in bands (``mlcodec.tiling``; a huge value runs every
 size in one pass).
 
-    python benchmarks/large_images.py [--photo PATH] [--sizes 512,1024,2048,4096] [--rounds 3]
+    python -m benchmarks.large_images [--photo PATH] [--sizes 512,1024,2048,4096] [--rounds 3]
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ symbols through CompressAI's list-based ``RansDecoder``, as releases before read
 dequantization. The budget line is half of JPEG's time; the webdataset pipeline's own cost comes
 on top of every row.
 
-    python benchmarks/latent_decode_profile.py [--n 256] [--quality 0.5] [--batch 32]
+    python -m benchmarks.latent_decode_profile [--n 256] [--quality 0.5] [--batch 32]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _listed(tables):  # CompressAI's decoder takes Python lists
     idx, *rest = tables
     return (idx.tolist(), *rest)
 
-from loader_throughput import crops  # same crops as the loader benchmark
+from benchmarks.common import crops  # same crops as the loader benchmark
 
 
 def per_image_ms(fn: Callable[[], object], images: int, repeat: int = 5) -> float:

@@ -5,7 +5,7 @@ WebDataset shards, then times a DataLoader over each: (a) ``output="latent"``, (
 ``output="image"``, (c) PIL decode + ToTensor. Reports images/s for num_workers 0 and 2 and
 bytes on disk.
 
-    python benchmarks/loader_throughput.py [--n 2000] [--quality 0.5] [--workdir /tmp/mlcodec-bench]
+    python -m benchmarks.loader_throughput [--n 2000] [--quality 0.5] [--workdir /tmp/mlcodec-bench]
 """
 
 from __future__ import annotations
@@ -17,27 +17,18 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 import mlcodec
-from mlcodec.data.photos import evaluation_photos, training_photos
 from mlcodec.integrations.webdataset import SHARD_MTIME
 from mlcodec.data.sources import IterableSource
 
 
-def crops(n: int, size: int, photo_dirs: list[str]) -> list[Image.Image]:
-    photos = training_photos(photo_dirs) + evaluation_photos(photo_dirs, max_side=1024)
-    rng = np.random.default_rng(0)
-    out = []
-    while len(out) < n:
-        im = photos[len(out) % len(photos)].image
-        scale = max(size / min(im.size), float(rng.uniform(0.3, 1.0)))
-        im2 = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))))
-        x, y = rng.integers(0, im2.width - size + 1), rng.integers(0, im2.height - size + 1)
-        out.append(im2.crop((x, y, x + size, y + size)))
-    return out
+
+
+
+from benchmarks.common import crops
 
 
 def jpeg_shards(images, out: Path, maxcount: int) -> None:

@@ -11,7 +11,7 @@ Each command runs in a fresh process with the default threads. Two figures per c
 
 The bound (issue: 1.5 GB = 1.5e9 bytes) holds when both are at or under it.
 
-    python benchmarks/peak_memory.py [--photo PATH] [--side 4096]
+    python -m benchmarks.peak_memory [--photo PATH] [--side 4096]
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import psutil
 from PIL import Image
+
+from benchmarks.common import machine
 
 #: a wrapper that runs argv[1:] and prints its children's largest RSS in bytes (Linux: KiB units)
 WRAP = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]).returncode; "
@@ -118,7 +119,7 @@ def main() -> None:
             print(f"{name:<36} maxrss {r['maxrss_GB']:.3f} GB  tree PSS {r['tree_pss_GB']:.3f} GB  "
                   f"({r['seconds']:.0f} s)", flush=True)
     report = {"command": " ".join(["python", *sys.argv]), "date": datetime.date.today().isoformat(),
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "machine": machine(),
               "side": args.side, "rows": rows}
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))

@@ -4,7 +4,7 @@ Held-out photos (never used in training, see mlcodec.data.photos), long side 512
 codec and quality: mean bpp from the real bytes, mean PSNR (RGB) and MS-SSIM over the photos.
 Prints the table, BD-rates against JPEG over 0.1-1.0 bpp, and writes a plot.
 
-    python benchmarks/rd_curve.py [--photos ~/.cache/mlcodec/photos] [--out benchmarks/results]
+    python -m benchmarks.rd_curve [--photos ~/.cache/mlcodec/photos] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 import mlcodec
-from mlcodec.data.photos import evaluation_photos
-from mlcodec.metrics import bd_rate, bpp, ms_ssim, psnr
+from mlcodec.metrics import bd_rate
+
+from benchmarks.common import held_out_photos, measure
 
 QUALITIES = {
     "mlcodec-hyperprior": [round(q, 3) for q in np.linspace(0.0, 1.0, 11)],
@@ -30,29 +31,7 @@ QUALITIES = {
 RANGE = (0.1, 1.0)
 
 
-def held_out_photos(photo_dir: str, max_side: int = 512) -> list:
-    """The held-out photos (long side ``max_side``): scikit-image's, and the wallpapers under
-    ``photo_dir`` if it exists; prints which."""
-    dirs = [photo_dir] if Path(photo_dir).is_dir() else []
-    if not dirs:
-        print(f"note: {photo_dir} not found (run scripts/fetch_photos.sh); scikit-image photos only")
-    photos = evaluation_photos(dirs, max_side=max_side)
-    print(f"{len(photos)} held-out photos: "
-          + ", ".join(f"{p.name} {p.image.width}x{p.image.height}" for p in photos))
-    return photos
 
-
-def measure(codec: mlcodec.Codec, photos, quality: float) -> dict[str, float]:
-    images = [p.image for p in photos]
-    datas = codec.compress_batch(images, quality=quality) if codec.config.kind == "learned" \
-        else [codec.compress(im, quality) for im in images]
-    decoded = codec.decompress_batch(datas)
-    return {
-        "quality": quality,
-        "bpp": float(np.mean([bpp(len(d), im) for d, im in zip(datas, images)])),
-        "psnr": float(np.mean([psnr(im, dec) for im, dec in zip(images, decoded)])),
-        "ms_ssim": float(np.mean([ms_ssim(im, dec) for im, dec in zip(images, decoded)])),
-    }
 
 
 def in_range(points: list[dict], margin: int = 1) -> list[dict]:

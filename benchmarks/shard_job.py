@@ -5,7 +5,7 @@ images/s over the whole job (Ray: from ``ray.init`` to the manifest, start-up in
 check that every runner wrote the same samples: same tar members, byte for byte (the tar headers'
 timestamps differ).
 
-    python benchmarks/shard_job.py [--n 600] [--quality 0.5] [--workers 2]
+    python -m benchmarks.shard_job [--n 600] [--quality 0.5] [--workers 2]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main() -> None:
     args = ap.parse_args()
     import ray
 
-    from loader_throughput import crops
+    from benchmarks.common import crops
     from mlcodec.integrations.ray import write_shards_ray
     from mlcodec.integrations.webdataset import write_shards
 

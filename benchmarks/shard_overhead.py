@@ -4,7 +4,7 @@ Random crops of the offline photos at quality 0.5, labelled (two tar members a s
 and ``cls``), written with ``write_shards`` as plain ``.tar`` and as ``.tar.gz``; JPEG q90 image
 shards of the same crops for reference. Prints bytes per sample and the ratio to the payload.
 
-    python benchmarks/shard_overhead.py [--photos ~/.cache/mlcodec/photos] [--n 840]
+    python -m benchmarks.shard_overhead [--photos ~/.cache/mlcodec/photos] [--n 840]
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Runs the whole user path offline on the procedural benchmark (``mlcodec.data.syn
 4. ``evaluate_codecs`` over codecs x qualities on the validation set: metric vs bpp, the
    uncompressed ceiling, BD-rate against JPEG + pixel reference; CSV/JSON/PNG per task.
 
-    python benchmarks/task_rd.py [--tasks cls,seg,det --train 2400 --val 400 --epochs E --pixel-epochs P]
+    python -m benchmarks.task_rd [--tasks cls,seg,det --train 2400 --val 400 --epochs E --pixel-epochs P]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Does a tuned codec serve the latent heads better? The packaged weights against trained ones.
 
-For weights from ``mlcodec tune-codec`` (or ``train-codec``), in one run on one machine:
+For weights from ``mlcodec train-codec --objective tasks`` (or any ``train-codec``), in one run on one machine:
 
 1. Rate-distortion on the held-out photos, measured as ``rd_curve.py`` does. The script prints
    the BD-rate of the weights against the packaged ones, in PSNR and in MS-SSIM.
@@ -8,23 +8,21 @@ For weights from ``mlcodec tune-codec`` (or ``train-codec``), in one run on one 
    - latent shards at the same mixed training qualities;
    - a fresh latent head per task, with task_rd's epochs and learning rates;
    - the best validation metric and its curve, per epoch.
-   ``tune-codec`` generates its scenes from seed 1000. The benchmark's train and val splits use
+   the task objective generates its scenes from seed 1000. The benchmark's train and val splits use
    seeds 0 and 1, so the tuned codec never saw them.
 
-    python benchmarks/tuned_codec.py --weights runs/tuned/weights.safetensors [--tasks seg,cls]
+    python -m benchmarks.tuned_codec --weights runs/tuned/weights.safetensors [--tasks seg,cls]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
 
 import mlcodec  # noqa: E402
 from mlcodec.data.photos import evaluation_photos  # noqa: E402
@@ -35,8 +33,9 @@ from mlcodec.metrics import bd_rate  # noqa: E402
 from mlcodec.tasks.metrics import PRIMARY  # noqa: E402
 from mlcodec.tasks.train import train_head  # noqa: E402
 from mlcodec.weights import read_metadata  # noqa: E402
-from rd_curve import QUALITIES, measure  # noqa: E402
-from task_rd import LATENT_EPOCHS, TRAIN_QUALITIES, Subset, curve  # noqa: E402
+from benchmarks.common import measure  # noqa: E402
+from benchmarks.rd_curve import QUALITIES  # noqa: E402
+from benchmarks.task_rd import LATENT_EPOCHS, TRAIN_QUALITIES, Subset, curve  # noqa: E402
 
 BASE = mlcodec.DEFAULT_CODEC
 

@@ -1,3 +1,5 @@
+# One script of this size on purpose: a resumable, staged benchmark (experts, references, codec
+# rows, heads, evaluation) whose stages share the rows' specs and the digests that key what is kept.
 """MTCE + DIKL ablation: one probe recipe for every codec row, offline, on the synthetic benchmark.
 
 Rows (codecs): A0 the packaged MSE codec (pinned by its weights fingerprint), A1 naive joint task
@@ -28,14 +30,14 @@ or checkpointed step, so a killed run resumes where it stopped):
    (each curve's metric interpolated linearly in log-bpp at the other's rates, in points of
    0.01); PSNR and MS-SSIM BD-rate against A0 on the held-out photos; encode/decode time.
 
-    python benchmarks/unified.py --work runs/unified-bench [--rows A0,A1,A2,A4,LOO] [--steps 1000]
+    python -m benchmarks.unified --work runs/unified-bench [--rows A0,A1,A2,A4,LOO] [--steps 1000]
 
 On two cores, the stages that do not depend on each other run as two 1-thread processes, e.g. the
 codec rows beside the evaluation references (A0 is the packaged codec: nothing to train), then the
 full run, which finds everything trained and evaluates:
 
-    python benchmarks/unified.py --work runs/unified-cpu --rows A4,F,A1,A2,A3,A5,A6,LOO --until codecs --threads 1
-    python benchmarks/unified.py --work runs/unified-cpu --rows A0 --until references --threads 1
+    python -m benchmarks.unified --work runs/unified-cpu --rows A4,F,A1,A2,A3,A5,A6,LOO --until codecs --threads 1
+    python -m benchmarks.unified --work runs/unified-cpu --rows A0 --until references --threads 1
 
 ``--packaged-a4`` takes row A4 from the shipped ``mlcodec-unified`` weights (trained by this
 script's A4 recipe) instead of training it again; its shards, heads and kept evaluations live in
@@ -54,7 +56,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -62,7 +63,6 @@ import numpy as np
 import torch
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).parent))
 
 import mlcodec  # noqa: E402
 from mlcodec.data.sources import CocoSource  # noqa: E402
@@ -77,8 +77,8 @@ from mlcodec.tasks.train import train_head  # noqa: E402
 from mlcodec.tasks.unified import UnifiedConfig, UnifiedObjective  # noqa: E402
 from mlcodec.train import TrainConfig, train  # noqa: E402
 from mlcodec.weights import read_metadata  # noqa: E402
-from rd_curve import held_out_photos, measure  # noqa: E402
-from task_rd import Subset  # noqa: E402
+from benchmarks.common import held_out_photos, measure  # noqa: E402
+from benchmarks.task_rd import Subset  # noqa: E402
 
 BASE = "mlcodec-hyperprior"
 QUALITIES = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -197,10 +197,10 @@ def main() -> None:
                     help="codec learning rate (chosen with --task-weight on the dev split)")
     ap.add_argument("--task-weight", type=float, default=UnifiedConfig.task_weight,
                     help="the balanced task terms against rate-distortion (chosen on the dev split: "
-                         "benchmarks/unified_dev.py)")
+                         "benchmarks/studies/unified_dev.py)")
     ap.add_argument("--dikl-weight", type=float, default=UnifiedConfig.dikl_weight)
     ap.add_argument("--tag", default="", help="suffix of the rows' codec folders (WORK/codecs/ROW+TAG): "
-                    "a recipe variant for benchmarks/unified_dev.py beside the benchmark's own rows")
+                    "a recipe variant for benchmarks/studies/unified_dev.py beside the benchmark's own rows")
     ap.add_argument("--eval-tasks", default=",".join(t[0] for t in EVAL_TASKS),
                     help="evaluation tasks whose references and heads train and evaluate (all by default): "
                          "two processes can train references of different tasks side by side")

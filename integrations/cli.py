@@ -12,7 +12,7 @@ import mlcodec
 from mlcodec.cli import codec_arg, quality_arg, shown_quality
 
 
-def _source(args: argparse.Namespace):
+def source_from_args(args: argparse.Namespace):
     from mlcodec.data.sources import CocoSource, ImageFolderSource
 
     if args.coco:
@@ -32,7 +32,7 @@ def _source(args: argparse.Namespace):
 def cmd_shard(args: argparse.Namespace) -> int:
     from .webdataset import write_image_shards, write_shards
 
-    source = _source(args)
+    source = source_from_args(args)
     if mlcodec.codec_config(args.codec).kind == "pixel":  # image shards for pixel references
         m = write_image_shards(source, args.output, codec=args.codec, quality=args.quality,
                                maxcount=args.maxcount, progress=not args.quiet)
@@ -64,9 +64,9 @@ def _report_left_out(m) -> None:
 
 
 def cmd_reencode(args: argparse.Namespace) -> int:
-    from .webdataset import reencode_shards
+    from .reencode import reencode_shards
 
-    source = _source(args) if (args.src or args.coco or args.hf) else None
+    source = source_from_args(args) if (args.src or args.coco or args.hf) else None
     m = reencode_shards(args.shards, args.output, source=source, codec=args.codec,
                         batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
                         on_error=args.on_error)
@@ -99,7 +99,7 @@ def _shard_with_ray(source, args: argparse.Namespace):
 
 
 def _source_args(p: argparse.ArgumentParser, moved: str = "") -> None:
-    """The arguments :func:`_source` reads (``moved``: how reencode qualifies them)."""
+    """The arguments :func:`source_from_args` reads (``moved``: how reencode qualifies them)."""
     p.add_argument("src", nargs="?", help=f"image folder in ImageFolder layout{moved}")
     p.add_argument("--coco", help=f"COCO instances JSON{moved}")
     p.add_argument("--images", help="image folder for --coco")

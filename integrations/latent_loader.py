@@ -24,8 +24,8 @@ import torch
 import mlcodec
 from mlcodec import rans
 from mlcodec.bitstream import Bitstream, BitstreamError, unpack
+from mlcodec.codecs.decoding import decode_each
 from mlcodec.data.shard_fields import decode_label, decode_target
-from mlcodec.verify import decode_each
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from typing import Any
 import mlcodec
 from mlcodec.data.sources import Source
 
-from .webdataset import (Manifest, ShardRecord, _resolve_gzip, begin_job, check_job_args, journal_shard,
+from .webdataset import (Manifest, ShardRecord, resolve_gzip, begin_job, check_job_args, journal_shard,
                          journaled_shards, shard_pattern, write_manifest, write_shard_range)
 
 
@@ -92,7 +92,7 @@ def write_shards_ray(
 
     check_job_args(quality, maxcount, batch_size, 0, on_error)
     out = Path(out_dir)
-    gzip = _resolve_gzip(out, gzip)
+    gzip = resolve_gzip(out, gzip)
     settings: dict[str, Any] = {"runner": "ray", "maxcount": maxcount}
     if gzip:
         settings["gzip"] = True

@@ -1,3 +1,6 @@
+# One module of this size on purpose: the shard job's writer, its journal and resume, and its
+# worker pool share the job's state (job.json, progress.jsonl, the .tmp renames), and the Ray job
+# (ray.py) must stay byte for byte in step with them; split, the invariants would span files.
 """WebDataset shards of mlcodec bitstreams: a resumable writer job and loaders.
 
 One sample per image, nothing pickled (fields: :mod:`mlcodec.data.shard_fields`). Beside the shards:
@@ -250,7 +253,7 @@ def write_shard_range(codec: mlcodec.Codec, source: Source, start: int, end: int
     return tally.record(path.name, start, end)
 
 
-def _resolve_gzip(out: Path, gzip: bool | None) -> bool:
+def resolve_gzip(out: Path, gzip: bool | None) -> bool:
     """``gzip=None``: what the job in ``out`` was started with (plain tar before gzip existed),
     else gzip."""
     if gzip is not None:
@@ -298,7 +301,7 @@ def write_shards(
 
     check_job_args(quality, maxcount, batch_size, workers, on_error)
     out = Path(out_dir)
-    gzip = _resolve_gzip(out, gzip)
+    gzip = resolve_gzip(out, gzip)
     settings: dict[str, Any] = {"maxcount": maxcount, "maxsize": maxsize}
     if gzip:
         settings["gzip"] = True
@@ -407,51 +410,6 @@ def _encoded(codec, source, batches, quality, codec_name, workers, on_error) -> 
         yield from pool.imap(_worker_encode, [(b, quality, on_error) for b in batches])
 
 
-def source_from_description(desc: dict[str, Any]) -> Source:
-    """Rebuild the source a shard job recorded (``job.json``'s ``source``), to re-encode it."""
-    from mlcodec.data.sources import CocoSource, ImageFolderSource
-
-    kind = desc.get("type")
-    if kind == "ImageFolderSource":
-        return ImageFolderSource(desc["name"])
-    if kind == "CocoSource" and "images" in desc:
-        return CocoSource(desc["name"], desc["images"])
-    if kind == "HFSource":
-        from .hf import HFSource, load_local
-
-        return HFSource(load_local(desc["name"]), image_column=desc["image_column"],
-                        label_columns=tuple(desc["label_columns"]), name=desc["name"])
-    raise ValueError(f"cannot rebuild the job's source from {desc}; name it again "
-                     f"(mlcodec reencode OLD -o NEW SRC | --coco JSON --images DIR | --hf PATH)")
-
-
-def reencode_shards(old_dir: str | Path, out_dir: str | Path, source: Source | None = None,
-                    codec: str | None = None, **kwargs: Any) -> Manifest:
-    """Write the dataset of the shard folder ``old_dir`` again into ``out_dir``, from its source,
-    with the same codec, quality, shard sizes and container (tar or tar.gz; ``gzip`` overrides),
-    in the current bitstream format (format 3 for codecs with an integer hyper-synthesis:
-    portable across machines). ``source`` overrides the
-    recorded one (e.g. a dataset that moved); it must have as many samples. Resumable like
-    :func:`write_shards`, which takes the other ``kwargs`` (workers, batch_size, progress)."""
-    old = Path(old_dir)
-    path = old / JOB if (old / JOB).exists() else old / MANIFEST
-    if not path.exists():
-        raise FileNotFoundError(f"{old} has neither {JOB} nor {MANIFEST}: not a shard folder "
-                                f"written by mlcodec shard")
-    job = json.loads(path.read_text())
-    if Path(out_dir).resolve() == old.resolve():
-        raise ValueError("write the re-encoded shards to another folder than the old ones")
-    src = source if source is not None else source_from_description(job["source"])
-    if len(src) != job["source"]["samples"]:
-        raise ValueError(f"the source has {len(src)} samples, the job in {old} had "
-                         f"{job['source']['samples']}: it is not the same dataset")
-    name = codec or job["codec"]
-    gzip = kwargs.pop("gzip", None)
-    return write_shards(src, out_dir, codec=name, quality=job["quality"],
-                        maxcount=job.get("maxcount", 1000), maxsize=job.get("maxsize", 256 * 2**20),
-                        gzip=bool(job.get("gzip", False)) if gzip is None else gzip, **kwargs)
-
-
 def write_image_shards(source: Source, out_dir: str | Path, codec: str = "jpeg", quality: float = 0.9,
                        maxcount: int = 1000, progress: bool = True) -> dict[str, Any]:
     """Shards of ``codec`` image files (e.g. JPEG q90) with the same keys and JSON targets as the
@@ -482,5 +440,5 @@ def write_image_shards(source: Source, out_dir: str | Path, codec: str = "jpeg",
 
 
 __all__ = ["CorruptSampleError", "DecodeStage", "LatentDataset", "Manifest", "ShardRecord", "collate_padded",
-           "decode_target", "encode_sample", "latent_dataset", "reencode_shards", "resolve_shards",
-           "source_from_description", "write_image_shards", "write_shards"]
+           "decode_target", "encode_sample", "latent_dataset", "resolve_gzip", "resolve_shards",
+           "write_image_shards", "write_shards"]

@@ -1,3 +1,6 @@
+# One module of this size on purpose: every image command's argparse options sit next to the short
+# function that runs it (register_* beside cmd_*); the weights' commands are in cli_train.py, and
+# plugins add theirs through entry points.
 """Learned image compression for machine-vision datasets: compress images and datasets into
 latent bitstreams, decode them for people, check them, and train and evaluate task heads."""
 
@@ -7,7 +10,6 @@ latent bitstreams, decode them for people, check them, and train and evaluate ta
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -300,49 +302,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_codec(args: argparse.Namespace) -> int:
-    from mlcodec.train import TrainConfig, train
-
-    cfg = TrainConfig(out=args.output, data=tuple(args.data), use_skimage=not args.no_skimage,
-                      steps=args.steps, batch_size=args.batch_size, patch=args.patch,
-                      lr=args.lr or 2e-4,
-                      bf16=args.bf16, seed=args.seed, threads=args.threads, device=args.device,
-                      init=args.init or "", minutes=args.minutes, distill_hyper=args.distill_hyper,
-                      distill_hidden=args.distill_hidden, distill_loss=args.distill_loss,
-                      **({"lambdas": tuple(args.lambdas)} if args.lambdas else {}),
-                      **({"warmup": args.warmup} if args.warmup is not None else {}))
-    objective = None
-    if args.objective != "rd":
-        from mlcodec.objective import objective_plugins
-
-        objective = objective_plugins()[args.objective].load().from_args(args)
-        if args.lr:
-            objective.codec_lr = args.lr  # what the weights' metadata records
-        else:  # a fine-tune: the objective's own codec rate
-            cfg = dataclasses.replace(cfg, lr=objective.codec_lr)
-        if not args.init:  # an objective fine-tunes: start from the packaged weights
-            from mlcodec.registry import pretrained_path
-
-            cfg = dataclasses.replace(cfg, init=str(pretrained_path(codec_config(DEFAULT_CODEC))))
-    if cfg.init and not args.lambdas:  # keep the levels the weights were trained with
-        from mlcodec.weights import read_metadata
-
-        lambdas = read_metadata(cfg.init).get("config", {}).get("lambdas")
-        if lambdas:
-            cfg = dataclasses.replace(cfg, lambdas=tuple(lambdas))
-    path = train(cfg, objective)
-    print(f"weights written to {path}\nuse them as --codec mlcodec-hyperprior:{path}")
-    return 0
-
-
-def cmd_integerize(args: argparse.Namespace) -> int:
-    from mlcodec.train import add_exact_tables
-
-    out = add_exact_tables(args.weights, tuple(args.data), not args.no_skimage, args.output)
-    print(f"weights with the integer hyper-synthesis (format 3) written to {out}")
-    return 0
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
     from mlcodec.verify import verify
 
@@ -362,7 +321,92 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def register_compress(sub: argparse._SubParsersAction) -> None:
+    """The ``compress`` command: images to .mlc bitstreams."""
+    c = sub.add_parser("compress", help="images (files or folders) to .mlc bitstreams")
+    c.add_argument("sources", nargs="+", help="image files or folders (searched recursively)")
+    c.add_argument("-o", "--output", required=True, help="output folder")
+    c.add_argument("--quality", type=quality_arg, default=DEFAULT_QUALITY,
+                   help="0 (smallest) .. 1 (best)")
+    c.add_argument("--codec", default=DEFAULT_CODEC, type=codec_arg(), help=codec_help())
+    c.add_argument("--on-error", choices=("raise", "skip"), default="skip",
+                   help="an unreadable image: leave it out and list it, or stop (exit 2)")
+    c.add_argument("--no-psnr", dest="psnr", action="store_false",
+                   help="skip decoding each image to report PSNR against the source")
+    c.set_defaults(func=cmd_compress)
+
+
+
+def register_decode(sub: argparse._SubParsersAction) -> None:
+    """The ``decode`` command: .mlc files or shards to PNG."""
+    d = sub.add_parser("decode", help=".mlc files, or shards, to PNG (shards: + contact sheet)")
+    d.add_argument("files", nargs="+", help=".mlc files/folders, or .tar shards/shard folders")
+    d.add_argument("-o", "--output", required=True, help="output folder")
+    d.add_argument("--keys", nargs="*", help="shards: decode these sample keys")
+    d.add_argument("--sample", type=int, default=16,
+                   help="shards: decode N samples spread over the shards and classes")
+    d.add_argument("--seed", type=int, default=0, help="shards: which spread sample")
+    d.add_argument("--first", type=int, help="shards: decode the first N samples in order instead")
+    d.add_argument("--codec", type=codec_arg("learned"),
+                   help="decode with this codec, e.g. NAME:WEIGHTS for trained weights (default: the "
+                        "codec each bitstream names; shards: their manifest's)")
+    d.set_defaults(func=cmd_decode)
+
+
+
+def register_info(sub: argparse._SubParsersAction) -> None:
+    """The ``info`` command: bitstream headers."""
+    i = sub.add_parser("info", help="the headers of .mlc files: codec, quality, sizes, bytes, bpp")
+    i.add_argument("files", nargs="+", help=".mlc files or folders (a table for several)")
+    i.add_argument("--json", action="store_true", help="one JSON object per line")
+    i.set_defaults(func=cmd_info)
+
+
+
+def register_demo(sub: argparse._SubParsersAction) -> None:
+    """The ``demo`` command: the end-to-end demo."""
+    m = sub.add_parser("demo", help="end-to-end run on built-in photos")
+    m.add_argument("-o", "--output", help="folder for the bitstreams and PNGs (default: a temp dir)")
+    m.add_argument("--quality", type=quality_arg, default=DEFAULT_QUALITY,
+                   help="0 (smallest) .. 1 (best)")
+    m.add_argument("--size", type=int, default=256, help="long side of the demo photos")
+    m.add_argument("--codec", default=DEFAULT_CODEC, type=codec_arg("learned"),
+                   help=codec_help("learned"))
+    m.set_defaults(func=cmd_demo)
+
+
+
+def register_synth(sub: argparse._SubParsersAction) -> None:
+    """The ``synth`` command: the procedural task benchmark."""
+    y = sub.add_parser("synth", help="write the procedural task benchmark (ImageFolder, COCO, YOLO)")
+    y.add_argument("-o", "--output", required=True, help="output folder")
+    y.add_argument("--train", type=int, default=2000, help="training images")
+    y.add_argument("--val", type=int, default=500, help="validation images")
+    y.add_argument("--size", type=int, default=128, help="image side in pixels")
+    y.add_argument("--seed", type=int, default=0, help="random seed of the scenes")
+    y.add_argument("--formats", default="imagefolder,coco,yolo",
+                   help="layouts to write, comma-separated")
+    y.set_defaults(func=cmd_synth)
+
+
+
+def register_verify(sub: argparse._SubParsersAction) -> None:
+    """The ``verify`` command: decode everything as a loader would."""
+    v = sub.add_parser("verify", help="decode every sample as a data loader would (one thread) "
+                                      "and list those that fail")
+    v.add_argument("paths", nargs="+", help=".mlc files/folders, or .tar shards/shard folders")
+    v.add_argument("--codec", type=codec_arg("learned"),
+                   help="decode with this codec, e.g. NAME:WEIGHTS (default: the codec each "
+                        "bitstream names; shards: their manifest's)")
+    v.add_argument("--batch", type=int, default=32, help="samples decoded together (as a loader's "
+                                                         "decode_batch)")
+    v.set_defaults(func=cmd_verify)
+
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from mlcodec.cli_train import register_integerize, register_train_codec
+
     # -q/-v go before or after the command: every subcommand (plugins too) gets them, without a
     # default of its own so that one given before the command is kept
     common = argparse.ArgumentParser(add_help=False)
@@ -385,115 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
         return add_parser(name, parents=[common, *kw.pop("parents", [])], **kw)
 
     sub.add_parser = add_with_common  # type: ignore[method-assign]
-
-    c = sub.add_parser("compress", help="images (files or folders) to .mlc bitstreams")
-    c.add_argument("sources", nargs="+", help="image files or folders (searched recursively)")
-    c.add_argument("-o", "--output", required=True, help="output folder")
-    c.add_argument("--quality", type=quality_arg, default=DEFAULT_QUALITY,
-                   help="0 (smallest) .. 1 (best)")
-    c.add_argument("--codec", default=DEFAULT_CODEC, type=codec_arg(), help=codec_help())
-    c.add_argument("--on-error", choices=("raise", "skip"), default="skip",
-                   help="an unreadable image: leave it out and list it, or stop (exit 2)")
-    c.add_argument("--no-psnr", dest="psnr", action="store_false",
-                   help="skip decoding each image to report PSNR against the source")
-    c.set_defaults(func=cmd_compress)
-
-    d = sub.add_parser("decode", help=".mlc files, or shards, to PNG (shards: + contact sheet)")
-    d.add_argument("files", nargs="+", help=".mlc files/folders, or .tar shards/shard folders")
-    d.add_argument("-o", "--output", required=True, help="output folder")
-    d.add_argument("--keys", nargs="*", help="shards: decode these sample keys")
-    d.add_argument("--sample", type=int, default=16,
-                   help="shards: decode N samples spread over the shards and classes")
-    d.add_argument("--seed", type=int, default=0, help="shards: which spread sample")
-    d.add_argument("--first", type=int, help="shards: decode the first N samples in order instead")
-    d.add_argument("--codec", type=codec_arg("learned"),
-                   help="decode with this codec, e.g. NAME:WEIGHTS for trained weights (default: the "
-                        "codec each bitstream names; shards: their manifest's)")
-    d.set_defaults(func=cmd_decode)
-
-    i = sub.add_parser("info", help="the headers of .mlc files: codec, quality, sizes, bytes, bpp")
-    i.add_argument("files", nargs="+", help=".mlc files or folders (a table for several)")
-    i.add_argument("--json", action="store_true", help="one JSON object per line")
-    i.set_defaults(func=cmd_info)
-
-    m = sub.add_parser("demo", help="end-to-end run on built-in photos")
-    m.add_argument("-o", "--output", help="folder for the bitstreams and PNGs (default: a temp dir)")
-    m.add_argument("--quality", type=quality_arg, default=DEFAULT_QUALITY,
-                   help="0 (smallest) .. 1 (best)")
-    m.add_argument("--size", type=int, default=256, help="long side of the demo photos")
-    m.add_argument("--codec", default=DEFAULT_CODEC, type=codec_arg("learned"),
-                   help=codec_help("learned"))
-    m.set_defaults(func=cmd_demo)
-
-    y = sub.add_parser("synth", help="write the procedural task benchmark (ImageFolder, COCO, YOLO)")
-    y.add_argument("-o", "--output", required=True, help="output folder")
-    y.add_argument("--train", type=int, default=2000, help="training images")
-    y.add_argument("--val", type=int, default=500, help="validation images")
-    y.add_argument("--size", type=int, default=128, help="image side in pixels")
-    y.add_argument("--seed", type=int, default=0, help="random seed of the scenes")
-    y.add_argument("--formats", default="imagefolder,coco,yolo",
-                   help="layouts to write, comma-separated")
-    y.set_defaults(func=cmd_synth)
-
-    t = sub.add_parser("train-codec", help="train the default codec's weights (see README)")
-    t.add_argument("--data", nargs="*", default=[], help="photo folders (scripts/fetch_photos.sh)")
-    t.add_argument("--no-skimage", action="store_true", help="leave out scikit-image's photos")
-    t.add_argument("-o", "--output", default="runs/mlcodec-hyperprior",
-                   help="run folder (checkpoints, weights); rerun to resume")
-    t.add_argument("--steps", type=int, default=34000, help="training steps")
-    t.add_argument("--batch-size", type=int, default=8, help="crops per step")
-    t.add_argument("--patch", type=int, default=128, help="crop side in pixels")
-    t.add_argument("--lr", type=float, help="peak learning rate (Adam; default 2e-4; with an "
-                   "--objective other than rd, which fine-tunes, the objective's codec_lr)")
-    t.add_argument("--warmup", type=int, help="steps of linear learning-rate warm-up (default 100, "
-                   "TrainConfig's; a fine-tune without one loses quality in its first Adam steps)")
-    t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the transforms")
-    t.add_argument("--seed", type=int, default=0, help="random seed")
-    t.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    t.add_argument("--init", help="fine-tune from these safetensors weights")
-    t.add_argument("--lambdas", type=float, nargs="+",
-                   help="rate-distortion weights of the quality levels, low to high (default: "
-                        "those of --init's weights, else the built-in ones)")
-    t.add_argument("--minutes", type=float, default=0.0, help="stop after this much training time")
-    t.add_argument("--distill-hyper", action="store_true",
-                   help="with --init: distill the hyper-synthesis into a 1x1 last layer (faster "
-                        "latent decoding); --steps/--lr/--batch-size then apply to the distillation")
-    t.add_argument("--distill-hidden", type=int, default=0, metavar="C",
-                   help="with --distill-hyper: a student hyper-synthesis C channels wide, trained "
-                        "from scratch (0: the teacher's widths)")
-    t.add_argument("--distill-loss", choices=("match", "rate"), default="match",
-                   help="with --distill-hyper: match the teacher's scales and means, or minimise "
-                        "the latent's bits (rate)")
-    from mlcodec.objective import objective_plugins
-
-    plugins = objective_plugins()
-    t.add_argument("--objective", choices=["rd", *plugins], default="rd",
-                   help="rd: rate + lambda * MSE on photos; others add terms of their own and "
-                        "fine-tune (from --init, default the packaged weights)")
-    for name, ep in plugins.items():
-        plugin = ep.load()
-        plugin.add_arguments(t.add_argument_group(f"--objective {name}", plugin.help))
-    t.set_defaults(func=cmd_train_codec)
-
-    v = sub.add_parser("verify", help="decode every sample as a data loader would (one thread) "
-                                      "and list those that fail")
-    v.add_argument("paths", nargs="+", help=".mlc files/folders, or .tar shards/shard folders")
-    v.add_argument("--codec", type=codec_arg("learned"),
-                   help="decode with this codec, e.g. NAME:WEIGHTS (default: the codec each "
-                        "bitstream names; shards: their manifest's)")
-    v.add_argument("--batch", type=int, default=32, help="samples decoded together (as a loader's "
-                                                         "decode_batch)")
-    v.set_defaults(func=cmd_verify)
-
-    n = sub.add_parser("integerize", help="add the integer hyper-synthesis (bitstream format 3) to "
-                                          "weights from an older train-codec")
-    n.add_argument("weights", help="safetensors weights of mlcodec-hyperprior's architecture")
-    n.add_argument("--data", nargs="*", default=[], help="calibration photo folders")
-    n.add_argument("--no-skimage", action="store_true", help="leave out scikit-image's photos")
-    n.add_argument("-o", "--output", help="output file (default: replace WEIGHTS)")
-    n.set_defaults(func=cmd_integerize)
-
+    for register in (register_compress, register_decode, register_info, register_demo, register_synth,
+                     register_verify, register_train_codec, register_integerize):
+        register(sub)
     for ep in entry_points(group="mlcodec.commands"):  # plugins, e.g. `shard` from integrations
         ep.load()(sub)
     return p

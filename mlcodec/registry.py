@@ -1,7 +1,7 @@
 """The one table of codec names (timm-style): ``create_codec``, ``list_codecs``, ``codec_for``.
 
-A learned codec can be given weights of its own, from ``mlcodec train-codec`` or ``mlcodec
-tune-codec``, as ``NAME:WEIGHTS``::
+A learned codec can be given weights of its own, from ``mlcodec train-codec`` (with or without an
+objective), as ``NAME:WEIGHTS``::
 
     codec = create_codec("mlcodec-hyperprior:runs/tuned/weights.safetensors")
 
@@ -23,8 +23,8 @@ from mlcodec.codecs.base import Codec, CodecConfig
 
 def _build_gained(config: CodecConfig, pretrained: bool, device: str) -> Codec:
     from mlcodec.codecs.hyperprior import GainedHyperpriorCodec
-    from mlcodec.models import exact_hyper
-    from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
+    from mlcodec.models import exact_calibration, exact_hyper
+    from mlcodec.models.gained_hyperprior import DEFAULT_LAMBDAS, GainedMeanScaleHyperprior
     from mlcodec.weights import load_weights, read_metadata
 
     if pretrained:
@@ -36,14 +36,12 @@ def _build_gained(config: CodecConfig, pretrained: bool, device: str) -> Codec:
     else:  # random weights (tests): integer tables calibrated on random hyper-latents
         import torch
 
-        from mlcodec.train import DEFAULT_LAMBDAS
-
         model = GainedMeanScaleHyperprior(num_levels=len(DEFAULT_LAMBDAS))
         model.init_gains(list(DEFAULT_LAMBDAS))
         model.update(force=True)
         gen = torch.Generator().manual_seed(0)
         z = torch.randint(-8, 9, (2, model.N, 4, 4), generator=gen)
-        exact = exact_hyper.integerize(model, [(z, q) for q in (0.0, 0.5, 1.0)])
+        exact = exact_calibration.integerize(model, [(z, q) for q in (0.0, 0.5, 1.0)])
     return GainedHyperpriorCodec(config, model, device, exact)
 
 

@@ -1,3 +1,6 @@
+# One module of this size on purpose: the streamed transforms, the tiled fallback and the
+# geometry they share (halo_plan, the sub-pixel form of transposed convolutions) must agree row for
+# row; split, a change to one geometry would not be seen next to its users.
 """Analysis and synthesis transforms in bands and strips: memory bounded by the band, not the image.
 
 The learned codecs' transforms are stacks of 5x5 convolutions (``g_a``) or transposed

@@ -1,3 +1,6 @@
+# One module of this size on purpose: the one codec-training loop (every objective plugs into it)
+# with what it exports, the hyper-synthesis distillation that reuses its schedule and checkpoints,
+# and the integer tables every export writes; a reader sees a weights file's whole recipe here.
 """Train the default variable-rate codec (``mlcodec train-codec``).
 
 Recipe: random crops with flips of offline photos; per sample a quality ``q ~ U[0, 1]`` and its
@@ -32,16 +35,16 @@ from tqdm import tqdm
 
 from mlcodec.data.photos import RandomCrops, training_photos
 from mlcodec.imageio import to_tensor
-from mlcodec.models.exact_hyper import ExactTables, integerize
-from mlcodec.models.gained_hyperprior import ForwardOutput, GainedMeanScaleHyperprior, hyper_synthesis_layers
+from mlcodec.models.exact_calibration import integerize
+from mlcodec.models.exact_hyper import ExactTables
+from mlcodec.models.gained_hyperprior import (DEFAULT_LAMBDAS, ForwardOutput, GainedMeanScaleHyperprior,
+                                              hyper_synthesis_layers)
 from mlcodec.objective import CodecObjective
 from mlcodec.checkpoint import load_checkpoint, save_checkpoint
 from mlcodec.weights import load_weights, read_metadata, save_weights
 
 log = logging.getLogger(__name__)
 
-# MSE lambdas of CompressAI's quality levels 1..7 (0.1 to ~1.3 bpp on Kodak-like photos).
-DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932)
 
 
 @dataclass(frozen=True)
@@ -384,6 +387,8 @@ def train(cfg: TrainConfig, objective: CodecObjective | None = None) -> Path:
                      bpp.item(), mse.item(), time.time() - budget.t0)
     bar.close()
     extra: dict = {"training": {"steps_run": step, "history": history[-20:]}}
+    if cfg.init:  # a fine-tune: the recipe of the weights it started from
+        extra["init_recipe"] = read_metadata(cfg.init).get("config", {})
     if objective is not None:
         extra.update(objective.metadata())
     return export(model, cfg, out / "weights.safetensors", extra=extra)

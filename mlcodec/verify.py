@@ -12,20 +12,17 @@ format-2 samples that pass here may still fail elsewhere (re-encode them with ``
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 from tqdm import tqdm
 
 from mlcodec.bitstream import PORTABLE_VERSIONS, Bitstream, BitstreamError, unpack
 from mlcodec.codecs.base import Codec
+from mlcodec.codecs.decoding import decode_each
 from mlcodec.registry import codec_for, create_codec
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -113,27 +110,6 @@ def verify(paths: Sequence[str | Path], codec: str | None = None, batch: int = 3
     finally:
         torch.set_num_threads(old_threads)
     return report
-
-
-def decode_each(decode: Callable[[list[T]], Sequence[R]], items: list[T],
-                errors: tuple[type[Exception], ...] = (BitstreamError, ValueError),
-                ) -> tuple[list[R | Exception], Exception | None]:
-    """``decode(items)`` together, as a loader batches them; where that raises one of ``errors``,
-    each item on its own, so that the items at fault are named. Returns each item's result or its
-    error, and the batch's error (None where the batch decoded: then no item was retried)."""
-    try:
-        return list(decode(items)), None
-    except errors as e:
-        if len(items) == 1:
-            return [e], e
-        batch_error = e
-    out: list[R | Exception] = []
-    for item in items:
-        try:
-            out.append(decode([item])[0])
-        except errors as e:
-            out.append(e)
-    return out, batch_error
 
 
 def _decode_batch(batch: list[tuple[_Item, Bitstream]], codecs: dict[int, Codec], spec: str | None,

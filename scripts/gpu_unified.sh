@@ -2,7 +2,7 @@
 # Codec rows of the MTCE + DIKL ablation (benchmarks/unified.py) on a lent GPU, all rows at once.
 #
 # The experts and evaluation references do not depend on any row: train them on the CPU first
-# (`python benchmarks/unified.py --work WORK --rows A0`, resumable across sessions). Then:
+# (`python -m benchmarks.unified --work WORK --rows A0`, resumable across sessions). Then:
 #
 #   scripts/gpu_unified.sh prepare WORK   # here: .gpu/ gets the cp312 wheels, the training photos
 #                                         # (held-out ones left out, long side 1024) and WORK/experts
@@ -64,7 +64,7 @@ run)
   threads=$(( $(nproc) / n > 0 ? $(nproc) / n : 1 ))
   pids=()
   for r in ${rows//,/ }; do
-    OMP_NUM_THREADS=$threads python3 benchmarks/unified.py --work /tmp/unified --rows "$r" --until codecs \
+    OMP_NUM_THREADS=$threads python3 -m benchmarks.unified --work /tmp/unified --rows "$r" --until codecs \
       --device "$device" --threads $threads --minutes "${MINUTES:-6}" --steps "${STEPS:-1000000}" \
       --photos .gpu/photos ${EXTRA:-} > "/tmp/unified/$r.log" 2>&1 &
     pids+=($!)

@@ -1,4 +1,4 @@
-"""``mlcodec train-head`` and ``mlcodec eval``, registered as a plugin of the core CLI."""
+"""``mlcodec train-head``, ``mlcodec eval`` and ``mlcodec crops``, registered as a plugin of the core CLI."""
 
 from __future__ import annotations
 
@@ -46,12 +46,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return cmd_judge_eval(args)
     if not args.task:
         raise ValueError("eval needs --task (with --head/--reference) or --judge NAME")
-    from mlcodec.integrations.cli import _source
+    from mlcodec.integrations.cli import source_from_args
 
     from .data import make_spec
     from .evaluate import evaluate_codecs, write_report
 
-    source = _source(args)
+    source = source_from_args(args)
     # before --limit: the category ids and label names are the full source's
     spec = make_spec(source.class_names, getattr(source, "label_names", {}), args.task, args.label,
                      getattr(source, "category_ids", ()))
@@ -77,27 +77,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     if args.json:
         print(json.dumps(result["bd_rate_vs_jpeg"]))
-    return 0
-
-
-def cmd_tune_codec(args: argparse.Namespace) -> int:
-    from mlcodec.registry import codec_config, pretrained_path
-
-    from .codec_tuning import TuneConfig, tune_codec
-
-    source = None
-    if args.src or args.coco:
-        from mlcodec.integrations.cli import _source
-
-        source = _source(args)
-    init = args.init or str(pretrained_path(codec_config("mlcodec-hyperprior")))
-    cfg = TuneConfig(init=init, out=args.output, tasks=tuple(args.tasks.split(",")), scene_size=args.size,
-                     task_weight=args.task_weight, scenes=args.scenes, scene_seed=args.scene_seed,
-                     data=tuple(args.data), batch_size=args.batch_size, patch=args.patch,
-                     scene_batch=args.scene_batch, lr=args.lr, steps=args.steps,
-                     minutes=args.minutes, workers=args.workers, device=args.device, seed=args.seed)
-    path = tune_codec(cfg, source)
-    print(f"weights: {path}\nuse them as --codec mlcodec-hyperprior:{path} (shards, eval, decode)")
     return 0
 
 
@@ -131,33 +110,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="latent heads: start from the codec's frozen first synthesis stage "
                         "or a learned upsampling")
     t.set_defaults(func=cmd_train_head)
-
-    u = sub.add_parser("tune-codec", help="fine-tune the codec with task losses on its latent "
-                       "(multi-task, MTCE-style; see mlcodec.tasks.codec_tuning)")
-    u.add_argument("src", nargs="?", help="task data: an image folder (root/<class>/<image>; cls "
-                   "only); default: procedural scenes")
-    u.add_argument("--coco", help="task data: COCO instances JSON (masks for seg; image 'label's for cls)")
-    u.add_argument("--images", help="image folder for --coco")
-    u.add_argument("--init", help="weights to start from (default: the packaged mlcodec-hyperprior)")
-    u.add_argument("-o", "--output", default="runs/mlcodec-tuned", help="run folder (reruns resume)")
-    u.add_argument("--tasks", default="cls,seg", help="task losses during tuning: cls, seg")
-    u.add_argument("--task-weight", type=float, default=0.3, help="weight of the summed task losses")
-    u.add_argument("--scenes", type=int, default=12000,
-                   help="procedural scenes generated up front, or at most this many dataset samples")
-    u.add_argument("--size", type=int, default=128, help="task images are resized to SIZE x SIZE")
-    u.add_argument("--scene-seed", type=int, default=1000,
-                   help="synthetic seed (the task benchmark uses 0 and 1: keep it apart)")
-    u.add_argument("--scene-batch", type=int, default=32, help="task images per step")
-    u.add_argument("--data", nargs="*", default=[], help="photo folders (scripts/fetch_photos.sh)")
-    u.add_argument("--batch-size", type=int, default=16, help="photo crops per step")
-    u.add_argument("--patch", type=int, default=256, help="photo crop side in pixels")
-    u.add_argument("--lr", type=float, default=1e-4, help="learning rate (Adam)")
-    u.add_argument("--steps", type=int, default=10000, help="training steps")
-    u.add_argument("--minutes", type=float, default=0.0, help="stop after this long (0: by steps)")
-    u.add_argument("--workers", type=int, default=0, help="processes preparing the task data (0: all cores)")
-    u.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    u.add_argument("--seed", type=int, default=0, help="random seed")
-    u.set_defaults(func=cmd_tune_codec, hf=None)
 
     e = sub.add_parser("eval", help="task metric, or a judge's agreement with itself, vs bitrate for "
                        "codecs and qualities (CSV, JSON, plot)")

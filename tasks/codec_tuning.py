@@ -1,4 +1,5 @@
-"""Task-aware fine-tuning of the codec (``mlcodec tune-codec``): the multi-task half of MTCE.
+"""Task-aware fine-tuning of the codec (``mlcodec train-codec --objective tasks``): the multi-task
+half of MTCE.
 
 The codec is fine-tuned so that its latent serves task heads as well as reconstruction. Each step
 adds task losses to the rate-distortion loss:
@@ -35,7 +36,6 @@ import logging
 import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -46,8 +46,7 @@ from PIL import Image
 from mlcodec.data.sources import Source
 from mlcodec.data.synthetic import CLASS_NAMES, SyntheticScenes
 from mlcodec.objective import CodecObjective
-from mlcodec.train import TrainConfig, rd_terms, train
-from mlcodec.weights import read_metadata
+from mlcodec.train import rd_terms
 
 from .data import TaskSpec, semantic_map
 from .heads import LatentClassifier, LatentSegmenter
@@ -59,30 +58,19 @@ TUNING_TASKS = ("cls", "seg")
 
 
 @dataclass(frozen=True)
-class TuneConfig:
-    init: str  # weights to start from (the packaged default codec's, usually)
-    out: str = "runs/mlcodec-tuned"
+class TaskTuning:
+    """The task objective's own settings; everything else (photos, steps, learning rate, device,
+    run folder) is the training loop's :class:`mlcodec.train.TrainConfig`."""
+
     tasks: tuple[str, ...] = TUNING_TASKS
     task_weight: float = 0.3
     scenes: int = 12000  # synthetic scenes generated, or at most this many samples of a dataset
     scene_size: int = 128
     scene_seed: int = 1000
     scene_batch: int = 32
-    data: tuple[str, ...] = ()
-    use_skimage: bool = True
-    batch_size: int = 16  # photo crops per step
-    patch: int = 256
-    lr: float = 1e-4
     head_lr: float = 2e-3
-    aux_lr: float = 1e-3
-    clip: float = 1.0
-    steps: int = 10000
-    minutes: float = 0.0
-    seed: int = 0
+    codec_lr: float = 1e-4  # the codec's learning rate when train-codec is given none
     workers: int = 0  # processes preparing the task data (0: all cores)
-    save_every: int = 1000
-    device: str = "cpu"
-    progress: bool = True
 
 
 class TaskBatch(NamedTuple):
@@ -235,7 +223,7 @@ def build_heads(tasks: tuple[str, ...], channels: int, num_classes: int) -> torc
     """The latent heads trained alongside the codec (learned stems: gradients reach the latent)."""
     unknown = set(tasks) - set(TUNING_TASKS)
     if unknown or not tasks:
-        raise ValueError(f"tune-codec trains with tasks among {TUNING_TASKS}, not {sorted(unknown)}")
+        raise ValueError(f"the task objective trains with tasks among {TUNING_TASKS}, not {sorted(unknown)}")
     heads = {}
     if "cls" in tasks:
         heads["cls"] = LatentClassifier(channels, num_classes)
@@ -257,16 +245,19 @@ def task_losses(heads: torch.nn.ModuleDict, latent: torch.Tensor, labels: torch.
 
 
 class TaskObjective(CodecObjective):
-    """``tune-codec``'s objective for the core training loop: per step, a batch of task images
-    coded at random qualities, their rate-distortion loss, and ``task_weight`` times the summed
-    losses of latent heads (learned stems) trained alongside the codec."""
+    """``train-codec --objective tasks``: per step, a batch of task images coded at random
+    qualities, their rate-distortion loss, and ``task_weight`` times the summed losses of latent
+    heads (learned stems) trained alongside the codec."""
 
     name = "tasks"
 
-    def __init__(self, cfg: TuneConfig, source: Source | None = None) -> None:
+    def __init__(self, cfg: TaskTuning = TaskTuning(), source: Source | None = None) -> None:
         super().__init__()
+        unknown = [t for t in cfg.tasks if t not in TUNING_TASKS]
+        if unknown or not cfg.tasks:
+            raise ValueError(f"the task objective tunes for {', '.join(TUNING_TASKS)}, not {list(cfg.tasks)}")
         self.cfg, self.source = cfg, source
-        self.lr, self.weight_decay = cfg.head_lr, 1e-4
+        self.lr, self.weight_decay, self.codec_lr = cfg.head_lr, 1e-4, cfg.codec_lr
         self.data: TuningData | None = None
         self.heads = torch.nn.ModuleDict()
 
@@ -294,29 +285,6 @@ class TaskObjective(CodecObjective):
         return rd_scene + self.cfg.task_weight * sum(losses.values()), {"rd_scene": rd_scene, **losses}
 
     def metadata(self) -> dict:
-        tuning = {k: v for k, v in asdict(self.cfg).items() if k not in ("progress",)}
+        tuning = asdict(self.cfg)
         tuning["task_data"] = "synthetic" if self.source is None else self.source.describe()
-        return {"objective": self.name, "task_tuning": tuning,
-                "base_recipe": read_metadata(self.cfg.init).get("config", {})}
-
-
-def tune_codec(cfg: TuneConfig, source: Source | None = None) -> Path:
-    """Fine-tune ``cfg.init`` with task losses on ``source`` (default: synthetic scenes); returns
-    the exported weights' path. The core training loop (:func:`mlcodec.train.train`) with a
-    :class:`TaskObjective`.
-
-    Resumable: a checkpoint (codec, heads, optimisers, step) is written every ``save_every``
-    steps, and a rerun with the same ``out`` continues from it.
-    """
-    meta = read_metadata(cfg.init)
-    arch = meta.get("architecture", {})
-    lambdas = tuple(meta.get("config", {}).get("lambdas", ()))
-    if not lambdas:
-        raise ValueError(f"{cfg.init} names no lambdas in its metadata; give weights exported by "
-                         "mlcodec train-codec")
-    base = TrainConfig(out=cfg.out, data=cfg.data, use_skimage=cfg.use_skimage, N=arch.get("N", 96),
-                       M=arch.get("M", 96), lambdas=lambdas, steps=cfg.steps, batch_size=cfg.batch_size,
-                       patch=cfg.patch, lr=cfg.lr, aux_lr=cfg.aux_lr, clip=cfg.clip, seed=cfg.seed,
-                       save_every=cfg.save_every, device=cfg.device, init=str(cfg.init),
-                       minutes=cfg.minutes, progress=cfg.progress)
-    return train(base, TaskObjective(cfg, source))
+        return {"objective": self.name, "task_tuning": tuning}

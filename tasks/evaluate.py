@@ -64,9 +64,11 @@ HeadArg = Union[str, Path, tuple[str, Union[str, Path]]]
 
 
 def load_latent_heads(latent_head: HeadArg | Sequence[HeadArg] | None, task: str,
-                      label_key: str = "label") -> dict[str, tuple[Any, dict[str, Any]]]:
+                      label_key: str = "label", class_names: Sequence[str] | None = None,
+                      ) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Latent heads by the codec they read: ``PATH`` (the codec its checkpoint names) or
-    ``(CODEC, PATH)``, alone or in a list. Codec names are canonical (``NAME:/absolute/path``)."""
+    ``(CODEC, PATH)``, alone or in a list. Codec names are canonical (``NAME:/absolute/path``).
+    With ``class_names``, each head must predict exactly those classes."""
     from mlcodec.registry import codec_config
 
     if latent_head is None:
@@ -79,6 +81,10 @@ def load_latent_heads(latent_head: HeadArg | Sequence[HeadArg] | None, task: str
         if spec.task != task or spec.label_key != label_key:
             raise ValueError(f"{path} is a {spec.task} head on {spec.label_key!r}, not {task} on "
                              f"{label_key!r}")
+        if class_names is not None and tuple(spec.class_names) != tuple(class_names):
+            raise ValueError(f"{path} predicts the classes {list(spec.class_names)}, but the data names "
+                             f"{list(class_names)}: labels are class indexes, so they must match (an "
+                             "ImageFolder split needs a folder for every class, empty or not)")
         codec = codec or meta.get("codec")
         if not codec:
             raise ValueError(f"{path} names no codec; give it as CODEC={path}")
@@ -112,12 +118,15 @@ def evaluate_codecs(
         raise ValueError("give a latent head, a pixel reference, or both")
     from mlcodec.registry import codec_config
 
-    heads = load_latent_heads(latent_head, task, spec.label_key)
+    heads = load_latent_heads(latent_head, task, spec.label_key, spec.class_names)
     ref = PixelModel(pixel_reference) if pixel_reference is not None else None
     ref_spec = getattr(ref, "spec", None)
     if ref_spec is not None and (ref_spec.task, ref_spec.label_key) != (task, spec.label_key):
         raise ValueError(f"{pixel_reference} is a {ref_spec.task} reference on {ref_spec.label_key!r}, "
                          f"not {task} on {spec.label_key!r}")
+    if ref_spec is not None and tuple(ref_spec.class_names) != tuple(spec.class_names):
+        raise ValueError(f"{pixel_reference} predicts the classes {list(ref_spec.class_names)}, but the "
+                         f"data names {list(spec.class_names)}: labels are class indexes, so they must match")
     samples = [source[i] for i in range(len(source))]
     images = [s.image if isinstance(s.image, Image.Image) else Image.fromarray(np.asarray(s.image))
               for s in samples]

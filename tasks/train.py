@@ -239,6 +239,11 @@ def train_head(
             raise ValueError(f"{d} holds {other['codec']} data ({other.get('fingerprint')}), but "
                              f"{train_dirs[0]} holds {manifest['codec']} ({manifest.get('fingerprint')}); "
                              "a head trains and validates on one codec and one set of weights")
+        if other.get("class_names") != manifest.get("class_names"):
+            raise ValueError(f"{d} names the classes {other.get('class_names')}, but {train_dirs[0]} "
+                             f"names {manifest.get('class_names')}: labels are class indexes, so the "
+                             "splits must list the same classes (an ImageFolder split needs a folder "
+                             "for every class, empty or not)")
     spec = spec_from_manifest(manifest, task, label_key)
     input = "pixel" if manifest["codec"] in list_codecs(kind="pixel") else "latent"
     name = head or f"{input}-{task}"

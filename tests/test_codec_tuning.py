@@ -8,9 +8,9 @@ from mlcodec.data.sources import CocoSource, ImageFolderSource
 from mlcodec.data.synthetic import CLASS_NAMES, SyntheticScenes, export_all
 from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
 from mlcodec.registry import codec_config
-from mlcodec.tasks.codec_tuning import (TuneConfig, build_heads, scene_pool, source_pool, task_losses,
-                                        tune_codec)
-from mlcodec.train import TrainConfig, export
+from mlcodec.tasks.codec_tuning import (TaskObjective, TaskTuning, build_heads, scene_pool, source_pool,
+                                        task_losses)
+from mlcodec.train import TrainConfig, export, train
 from mlcodec.weights import load_weights, read_metadata
 
 
@@ -60,7 +60,9 @@ def test_forward_latent_is_what_the_codec_decodes():
     assert close.float().mean() > 0.99
 
 
-def test_tune_codec_resumes_and_exports_loadable_weights(tmp_path):
+def test_the_task_objective_resumes_and_exports_loadable_weights(tmp_path):
+    """``train-codec --objective tasks`` (the one training loop with the task objective): resumes
+    from its checkpoint, records the tuning and the recipe it started from, moves the codec."""
     torch.manual_seed(0)
     init = tmp_path / "init.safetensors"
     export(GainedMeanScaleHyperprior(N=16, M=16), TrainConfig(N=16, M=16), init)
@@ -68,20 +70,41 @@ def test_tune_codec_resumes_and_exports_loadable_weights(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(photos / "0.png")
-    cfg = TuneConfig(init=str(init), out=str(tmp_path / "run"), scenes=8, scene_size=64,
-                     scene_batch=2, data=(str(photos),), use_skimage=False, batch_size=1, patch=64,
-                     steps=2, workers=1, save_every=1, progress=False)
-    tune_codec(cfg)
-    path = tune_codec(TuneConfig(**{**cfg.__dict__, "steps": 3}))  # resumes at step 2
+    tuning = TaskTuning(scenes=8, scene_size=64, scene_batch=2, workers=1)
+    cfg = TrainConfig(out=str(tmp_path / "run"), init=str(init), N=16, M=16, data=(str(photos),),
+                      use_skimage=False, batch_size=1, patch=64, steps=2, lr=tuning.codec_lr,
+                      save_every=1, progress=False)
+    train(cfg, TaskObjective(tuning))
+    path = train(TrainConfig(**{**cfg.__dict__, "steps": 3}), TaskObjective(tuning))  # resumes at step 2
     assert int(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"]) == 3
     meta = read_metadata(path)
     assert meta["training"]["steps_run"] == 3 and meta["task_tuning"]["tasks"] == ["cls", "seg"]
+    assert meta["objective"] == "tasks" and meta["init_recipe"] == read_metadata(init)["config"]
     assert meta["config"]["lambdas"] == list(TrainConfig().lambdas)
     model = GainedMeanScaleHyperprior(**meta["architecture"])
     load_weights(model, path)
     before = GainedMeanScaleHyperprior(N=16, M=16)
     load_weights(before, init)
     assert not torch.equal(model.g_a[0].weight, before.g_a[0].weight)
+    with pytest.raises(ValueError, match="not \\['det'\\]"):
+        TaskObjective(TaskTuning(tasks=("det",)))
+
+
+def test_train_codec_builds_the_task_objective_from_its_options():
+    from mlcodec.cli import build_parser
+    from mlcodec.objective import objective_plugins
+
+    args = build_parser().parse_args(["train-codec", "--objective", "tasks", "--tasks", "seg",
+                                      "--task-weight", "0.5", "--scenes", "10", "--head-lr", "1e-3"])
+    obj = objective_plugins()["tasks"].load().from_args(args)
+    assert obj.cfg == TaskTuning(tasks=("seg",), task_weight=0.5, scenes=10, head_lr=1e-3)
+    # the options both objectives share are declared once; the unified objective reads them too
+    args = build_parser().parse_args(["train-codec", "--objective", "unified", "--tasks", "cls",
+                                      "--expert", "cls=e.safetensors", "--scenes", "7"])
+    assert (args.scenes, args.tasks, args.scene_batch) == (7, "cls", None)
+    with pytest.raises(ValueError, match="no --expert for cls, seg"):
+        objective_plugins()["unified"].load().from_args(
+            build_parser().parse_args(["train-codec", "--objective", "unified", "--tasks", "cls,seg"]))
 
 
 def test_source_pool_reads_labels_and_masks_of_a_dataset(tmp_path):

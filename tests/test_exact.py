@@ -18,7 +18,10 @@ import torch.nn.functional as F
 
 import mlcodec
 from mlcodec.bitstream import read_header
+from mlcodec.models import exact_calibration as ecal
 from mlcodec.models import exact_hyper as eh
+from mlcodec.models import exact_indexes as eidx
+from mlcodec.models import exact_reference as eref
 
 sys.path.insert(0, str(Path(__file__).parent))
 from golden_decode import GOLDEN, decode_hashes, golden_files  # noqa: E402
@@ -85,7 +88,7 @@ def test_fast_path_equals_the_numpy_reference_on_random_hyper_latents(codec):
         z = (torch.randn(b, m.N, h, w, generator=gen) * 6).round().int()
         z[0, 0, 0, 0] = 400  # clamped to z_max on both sides
         idx, means = ex(z, q)
-        ridx, rmeans = eh.reference_params(codec.exact, m.h_s[0].weight, m.log_inv_hyper_gain,
+        ridx, rmeans = eref.reference_params(codec.exact, m.h_s[0].weight, m.log_inv_hyper_gain,
                                            m.log_inv_gain, z.numpy(), q)
         assert idx.shape == (b, m.M, 4 * h, 4 * w)
         assert np.array_equal(idx.numpy(), ridx) and np.array_equal(means.numpy(), rmeans), shape
@@ -99,7 +102,7 @@ def test_phase_gemms_equal_conv_transpose():
     expected = F.conv_transpose2d(x, w, stride=2, padding=2, output_padding=1)
     got = eh._Deconv(w, torch.device("cpu"), torch.float64)(x)
     assert torch.equal(got, expected)
-    assert np.array_equal(eh._np_deconv(x.long().numpy(), w.long().numpy()), expected.long().numpy())
+    assert np.array_equal(eref._np_deconv(x.long().numpy(), w.long().numpy()), expected.long().numpy())
 
 
 def test_exact_exp_is_close_to_exp():
@@ -109,7 +112,7 @@ def test_exact_exp_is_close_to_exp():
 
 def test_tables_hold_the_accumulator_bound_and_refuse_ones_that_do_not(codec):
     t, m = codec.exact, codec.model
-    eh._check_tables(t, m.h_s[0].weight, m.log_inv_hyper_gain)
+    ecal._check_tables(t, m.h_s[0].weight, m.log_inv_hyper_gain)
     for q in np.linspace(0, 1, 37):  # between levels too
         ihg = eh.quality_constants(m.log_inv_hyper_gain, m.log_inv_gain, float(q)).inv_hyper_gain
         eh.layer0_weights(m.h_s[0].weight, ihg, t)
@@ -117,7 +120,7 @@ def test_tables_hold_the_accumulator_bound_and_refuse_ones_that_do_not(codec):
 
     bad = dataclasses.replace(t, w0_scale=t.w0_scale * 64)
     with pytest.raises(ArithmeticError, match="2\\^24"):
-        eh._check_tables(bad, m.h_s[0].weight, m.log_inv_hyper_gain)
+        ecal._check_tables(bad, m.h_s[0].weight, m.log_inv_hyper_gain)
 
 
 def test_format_3_costs_little_rate_and_no_quality(codec, photo):
@@ -191,7 +194,7 @@ def test_decode_each_retries_a_failed_batch_item_by_item():
     """The loader's and verify's batch fallback: a batch that decodes is decoded once; one that
     fails is retried item by item, naming the culprits, or none when each decodes alone."""
     from mlcodec.bitstream import BitstreamError
-    from mlcodec.verify import decode_each
+    from mlcodec.codecs.decoding import decode_each
 
     calls = []
 
@@ -226,7 +229,7 @@ def test_scale_indexer_equals_binary_search_on_every_path(codec):
                      torch.arange(-300, 300).float().expand(t.shape[0], -1),
                      edges, edges + 1, edges - 1], 1)
     expected = torch.searchsorted(t, acc.long().contiguous())
-    indexer = eh._ScaleIndexer(t)
+    indexer = eidx._ScaleIndexer(t)
     assert indexer._buckets is not None
     assert torch.equal(indexer(acc).long(), expected)
     idx, ok = indexer._numpy(acc.numpy())
@@ -236,13 +239,13 @@ def test_scale_indexer_equals_binary_search_on_every_path(codec):
     flat = t.clone()
     flat[0, :10] = flat[0, 0]  # ten equal thresholds: the guess is off by more than one
     expected = torch.searchsorted(flat, acc.long().contiguous())
-    assert not eh._ScaleIndexer(flat)._numpy(acc.numpy())[1]
-    assert eh._ScaleIndexer(flat)._buckets is not None  # equal values share a bucket
-    assert torch.equal(eh._ScaleIndexer(flat)(acc).long(), expected)
+    assert not eidx._ScaleIndexer(flat)._numpy(acc.numpy())[1]
+    assert eidx._ScaleIndexer(flat)._buckets is not None  # equal values share a bucket
+    assert torch.equal(eidx._ScaleIndexer(flat)(acc).long(), expected)
     close = t.clone()
     close[1, 31] = close[1, 30] + 1  # one bucket, two values: no table (the row stays sorted)
     assert bool((close[1, 1:] >= close[1, :-1]).all())
-    assert eh._BucketIndexer.build(close.numpy()) is None
-    assert eh._ScaleIndexer(close)._buckets is None
+    assert eidx._BucketIndexer.build(close.numpy()) is None
+    assert eidx._ScaleIndexer(close)._buckets is None
     expected = torch.searchsorted(close, acc.long().contiguous())
-    assert torch.equal(eh._ScaleIndexer(close)(acc).long(), expected)
+    assert torch.equal(eidx._ScaleIndexer(close)(acc).long(), expected)

@@ -27,7 +27,8 @@ BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.S | re.M)
 #: marker -> why the block it is in does not run in the tests
 SKIP = {
     'pip install -e . && mlcodec demo': "installs the package: CI runs exactly this as .ci/run",
-    "mlcodec tune-codec --data": "fine-tunes the codec for minutes on a GPU (benchmarks/tuned_codec.py)",
+    "mlcodec train-codec --objective tasks --data": "fine-tunes the codec for minutes on a GPU "
+                                                     "(benchmarks/tuned_codec.py)",
     "scripts/fetch_photos.sh      #": "trains the packaged weights: hours on a CPU, a GPU for stages 2-3",
 }
 

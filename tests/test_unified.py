@@ -10,13 +10,13 @@ from PIL import Image
 from safetensors import safe_open
 
 from mlcodec.data.synthetic import CLASS_NAMES, COLOUR_NAMES, SyntheticScenes, export_coco
-from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
+from mlcodec.models.gained_hyperprior import DEFAULT_LAMBDAS, GainedMeanScaleHyperprior
 from mlcodec.tasks import create_head
 from mlcodec.tasks.codec_tuning import scene_pool
 from mlcodec.tasks.data import TaskSpec, make_spec, task_targets
 from mlcodec.tasks.train import save_head
 from mlcodec.tasks.unified import UnifiedConfig, UnifiedObjective, load_experts
-from mlcodec.train import DEFAULT_LAMBDAS, TrainConfig, export, rd_loss, train
+from mlcodec.train import TrainConfig, export, rd_loss, train
 from mlcodec.weights import load_weights, read_metadata
 
 EXPERTS = {"cls": "pixel-cls", "seg": "pixel-seg", "det": "pixel-fcos"}

@@ -15,7 +15,7 @@ from mlcodec.allocator import release_freed_memory
 from mlcodec.bitstream import Bitstream, BitstreamError
 from mlcodec.codecs.base import CodecConfig
 from mlcodec.codecs.learned import LatentCodec
-from mlcodec.models import exact_hyper
+from mlcodec.models import exact_hyper, exact_reference
 from mlcodec.models.exact_hyper import MEAN_FRAC_BITS, ExactHyperSynthesis, ExactTables
 from mlcodec.models.gained_hyperprior import GainedMeanScaleHyperprior
 from mlcodec.tiling import tiled_analysis, tiled_synthesis
@@ -236,7 +236,7 @@ class GainedHyperpriorCodec(LatentCodec):
 
     def reference_latent(self, data: bytes) -> np.ndarray:
         """The decoded latent of a format-3 stream through the numpy int64 reference of the integer
-        hyper-synthesis (:func:`mlcodec.models.exact_hyper.reference_params`) and numpy float64
+        hyper-synthesis (:func:`mlcodec.models.exact_reference.reference_params`) and numpy float64
         dequantization: what :meth:`decode_latent` must equal bit for bit. Slow; for tests."""
         (bs,) = self._parse([data])
         if bs.header.version < 3 or self.exact is None:
@@ -245,7 +245,7 @@ class GainedHyperpriorCodec(LatentCodec):
         m, t, q = self.model, self._tables, bs.header.quality
         c, h, w = bs.header.latent_shape
         decoders, z_sym = _decode_z(t, [bs], (1, m.N, h // 4, w // 4))
-        idx, means = exact_hyper.reference_params(self.exact, m.h_s[0].weight, m.log_inv_hyper_gain,
+        idx, means = exact_reference.reference_params(self.exact, m.h_s[0].weight, m.log_inv_hyper_gain,
                                                   m.log_inv_gain, z_sym.numpy(), q)
         y_sym = _decode_y(t, decoders, torch.from_numpy(idx), [bs]).numpy()
         ig = exact_hyper.quality_constants(m.log_inv_hyper_gain, m.log_inv_gain, q).inv_gain.numpy()

@@ -256,8 +256,13 @@ def _save(image: Image.Image, path: Path) -> str:
 
 
 def export_imagefolder(scenes: SyntheticScenes, root: str | Path) -> Path:
-    """``root/<class>/<index>.png`` (torchvision ImageFolder layout) with the image-level labels."""
+    """``root/<class>/<index>.png`` (torchvision ImageFolder layout) with the image-level labels.
+
+    Every class gets its folder, also one no scene of this split drew: ImageFolder numbers classes
+    by the folders present, so a split without one would number the others differently."""
     root = Path(root)
+    for name in CLASS_NAMES:
+        (root / name).mkdir(parents=True, exist_ok=True)
     for i, sc in enumerate(scenes):
         _save(sc.image, root / CLASS_NAMES[sc.label] / f"{i:06d}.png")
     return root

@@ -32,6 +32,10 @@ from torch import Tensor, nn
 SCALE_TABLE = tuple(math.exp(v) for v in torch.linspace(math.log(0.11), math.log(256.0), 64).tolist())
 
 
+#: MSE lambdas of CompressAI's quality levels 1..7 (its ``mbt2018-mean`` recipe), one per gain level
+DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932)
+
+
 class ForwardOutput(NamedTuple):
     x_hat: Tensor
     y_likelihoods: Tensor

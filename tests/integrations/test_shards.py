@@ -348,5 +348,5 @@ def test_reencode_turns_format_2_shards_into_format_3_and_verify_tells_them_apar
     manifest = json.loads((tmp_path / "new" / "manifest.json").read_text())
     assert manifest["quality"] == pytest.approx(0.3) and manifest["samples"] == 9
     with pytest.raises(ValueError, match="another folder"):
-        from mlcodec.integrations.webdataset import reencode_shards
+        from mlcodec.integrations.reencode import reencode_shards
         reencode_shards(tmp_path / "old", tmp_path / "old")

@@ -6,6 +6,7 @@ import pytest
 
 import mlcodec
 from mlcodec.tasks import create_head
+from mlcodec.tasks.data import TaskSpec
 from mlcodec.tasks.evaluate import bd_rates, evaluate_codecs, write_report
 from mlcodec.tasks.train import save_head, train_head
 
@@ -56,6 +57,12 @@ def test_eval_refuses_a_head_trained_on_other_weights(bench, tmp_path, spec_of):
                      {"codec": "mlcodec-hyperprior", "fingerprint": "00" * 8})
     with pytest.raises(ValueError, match="retrain the head"):
         evaluate_codecs("cls", src["val"], spec, ["mlcodec-hyperprior"], [0.5], latent_head=path,
+                        progress=False)
+    # labels are class indexes: data that names other classes (an ImageFolder split missing a class
+    # folder) would be scored against the wrong classes, so it is refused
+    fewer = TaskSpec("cls", spec.class_names[1:])
+    with pytest.raises(ValueError, match="must match"):
+        evaluate_codecs("cls", src["val"], fewer, ["mlcodec-hyperprior"], [0.5], latent_head=path,
                         progress=False)
 
 

@@ -5,7 +5,7 @@ transforms in one pass and streamed in bands, the two taking turns for ``--round
 process (the best time of each counts). Prints seconds per megapixel of each and which is faster:
 the figures behind ``mlcodec.tiling.DEFAULT_TILE``, the largest latent area run in one pass.
 
-    python benchmarks/streaming.py [--shapes 480x640,704x704,512x1024,640x832,768x1024,1024x1024]
+    python -m benchmarks.studies.streaming [--shapes 480x640,704x704,512x1024,640x832,768x1024,1024x1024]
 """
 
 from __future__ import annotations

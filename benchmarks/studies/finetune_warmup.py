@@ -6,26 +6,24 @@ parameter by about the learning rate, whatever its gradient; this script measure
 to people's images: rate and PSNR on the held-out photos after N plain rate-distortion steps
 (no task objective), for each ``--runs STEPS:WARMUP``.
 
-    python benchmarks/finetune_warmup.py [--runs 1:0,1:100,200:0,200:100] [--lr 1e-4]
+    python -m benchmarks.studies.finetune_warmup [--runs 1:0,1:100,200:0,200:100] [--lr 1e-4]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
 
 import mlcodec  # noqa: E402
 from mlcodec.registry import codec_config, pretrained_path  # noqa: E402
 from mlcodec.train import TrainConfig, train  # noqa: E402
 from mlcodec.weights import read_metadata  # noqa: E402
-from rd_curve import held_out_photos, measure  # noqa: E402
+from benchmarks.common import held_out_photos, measure  # noqa: E402
 
 QUALITIES = (0.5, 0.9)
 

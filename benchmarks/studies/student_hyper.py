@@ -13,7 +13,7 @@ Per variant: the hyper-synthesis MACs at 256x256, the integer hyper-synthesis an
 32, one thread, best of 5), and bpp / PSNR / MS-SSIM on the held-out photos at qualities 0.1-0.9
 with BD-rates against the packaged codec. Students are saved under ``--work`` and reused.
 
-    python benchmarks/student_hyper.py [--widths 0,64,48] [--steps 3000] [--work runs/students]
+    python -m benchmarks.studies.student_hyper [--widths 0,64,48] [--steps 3000] [--work runs/students]
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from mlcodec.metrics import bd_rate
 from mlcodec.registry import codec_config, pretrained_path
 from mlcodec.train import TrainConfig, distill_hyper_synthesis, export
 
-from exact_cost import QUALITIES, measure
-from latent_decode_profile import conv_macs, per_image_ms
-from loader_throughput import crops
-from rd_curve import held_out_photos
+from benchmarks.studies.exact_cost import QUALITIES, measure
+from benchmarks.latent_decode_profile import conv_macs, per_image_ms
+from benchmarks.common import crops
+from benchmarks.common import held_out_photos
 
 
 def train_student(width: int, steps: int, work: Path, photos_dir: str, lr: float,

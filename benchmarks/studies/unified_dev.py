@@ -16,11 +16,11 @@ A variant of a row trains beside the benchmark's own under ``WORK/codecs/ROW+TAG
 row with task weight 0.15, and the fine-tune control F (rate-distortion alone: what fine-tuning
 by itself costs people) at learning rate 3e-5::
 
-    python benchmarks/unified.py --work runs/unified-cpu --rows LOO --tag=-tw0.15 --task-weight 0.15 \
+    python -m benchmarks.unified --work runs/unified-cpu --rows LOO --tag=-tw0.15 --task-weight 0.15 \
         --until codecs --steps 1000
-    python benchmarks/unified.py --work runs/unified-cpu --rows F --tag=-lr3e-5 --lr 3e-5 \
+    python -m benchmarks.unified --work runs/unified-cpu --rows F --tag=-lr3e-5 --lr 3e-5 \
         --until codecs --steps 1000
-    python benchmarks/unified_dev.py --work runs/unified-cpu --codecs LOO,LOO-tw0.15,F-lr3e-5 --tasks cls,seg
+    python -m benchmarks.studies.unified_dev --work runs/unified-cpu --codecs LOO,LOO-tw0.15,F-lr3e-5 --tasks cls,seg
 
 ``--held-out`` measures people on the ablation's held-out photos instead of the dev photos: a
 report on a codec about to ship, once its recipe is chosen, never an input to choosing one.
@@ -29,12 +29,10 @@ report on a codec about to ship, once its recipe is chosen, never an input to ch
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
 
 import mlcodec  # noqa: E402
 from mlcodec.data.photos import Photo, training_photos  # noqa: E402
@@ -43,8 +41,8 @@ from mlcodec.data.synthetic import SyntheticScenes, export_coco  # noqa: E402
 from mlcodec.tasks.data import make_spec  # noqa: E402
 from mlcodec.tasks.evaluate import curves, evaluate_codecs  # noqa: E402
 from mlcodec.tasks.metrics import PRIMARY  # noqa: E402
-from rd_curve import held_out_photos, measure  # noqa: E402
-from unified import BASE, EXPERT_HEADS, QUALITIES, compare, fmt, photo_line  # noqa: E402
+from benchmarks.common import held_out_photos, measure  # noqa: E402
+from benchmarks.unified import BASE, EXPERT_HEADS, QUALITIES, compare, fmt, photo_line  # noqa: E402
 
 DEV_SEED, DEV_SCENES = 2000, 300
 

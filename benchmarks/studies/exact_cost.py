@@ -6,7 +6,7 @@ The same packaged weights code the held-out photos (long side 512 px) both ways,
 per-quality changes the acceptance names (PSNR at least format 2's - 0.05 dB, bpp at most +2%).
 Also the integer tables' share of the weights file.
 
-    python benchmarks/exact_cost.py [--photos ~/.cache/mlcodec/photos]
+    python -m benchmarks.studies.exact_cost [--photos ~/.cache/mlcodec/photos]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 import mlcodec
 from mlcodec.metrics import bd_rate, bpp, ms_ssim, psnr
 
-from rd_curve import held_out_photos  # the same photos as the rate-distortion benchmark
+from benchmarks.common import held_out_photos  # the same photos as the rate-distortion benchmark
 
 QUALITIES = [round(q, 2) for q in np.arange(0.1, 0.91, 0.1)]
 

@@ -1,0 +1,76 @@
+"""What the benchmark scripts share: the held-out photos, dataset-like crops, a codec's rate and
+distortion on photos, and the machine's name for the record.
+
+The scripts are a package: run them from the repository root as ``python -m benchmarks.NAME``
+(finished studies: ``python -m benchmarks.studies.NAME``).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import mlcodec
+from mlcodec.data.photos import evaluation_photos, training_photos
+from mlcodec.metrics import bpp, ms_ssim, psnr
+
+#: the offline photos of scripts/fetch_photos.sh
+PHOTOS = os.path.expanduser("~/.cache/mlcodec/photos")
+
+
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """One line for a benchmark's record: processor, cores, torch."""
+    import torch
+
+    return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def held_out_photos(photo_dir: str, max_side: int = 512) -> list:
+    """The held-out photos (long side ``max_side``): scikit-image's, and the wallpapers under
+    ``photo_dir`` if it exists; prints which."""
+    dirs = [photo_dir] if Path(photo_dir).is_dir() else []
+    if not dirs:
+        print(f"note: {photo_dir} not found (run scripts/fetch_photos.sh); scikit-image photos only")
+    photos = evaluation_photos(dirs, max_side=max_side)
+    print(f"{len(photos)} held-out photos: "
+          + ", ".join(f"{p.name} {p.image.width}x{p.image.height}" for p in photos))
+    return photos
+
+
+def measure(codec: mlcodec.Codec, photos, quality: float) -> dict[str, float]:
+    images = [p.image for p in photos]
+    datas = codec.compress_batch(images, quality=quality) if codec.config.kind == "learned" \
+        else [codec.compress(im, quality) for im in images]
+    decoded = codec.decompress_batch(datas)
+    return {
+        "quality": quality,
+        "bpp": float(np.mean([bpp(len(d), im) for d, im in zip(datas, images)])),
+        "psnr": float(np.mean([psnr(im, dec) for im, dec in zip(images, decoded)])),
+        "ms_ssim": float(np.mean([ms_ssim(im, dec) for im, dec in zip(images, decoded)])),
+    }
+
+
+def crops(n: int, size: int, photo_dirs: list[str]) -> list[Image.Image]:
+    photos = training_photos(photo_dirs) + evaluation_photos(photo_dirs, max_side=1024)
+    rng = np.random.default_rng(0)
+    out = []
+    while len(out) < n:
+        im = photos[len(out) % len(photos)].image
+        scale = max(size / min(im.size), float(rng.uniform(0.3, 1.0)))
+        im2 = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))))
+        x, y = rng.integers(0, im2.width - size + 1), rng.integers(0, im2.height - size + 1)
+        out.append(im2.crop((x, y, x + size, y + size)))
+    return out
