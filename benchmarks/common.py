@@ -50,6 +50,21 @@ def held_out_photos(photo_dir: str, max_side: int = 512) -> list:
     return photos
 
 
+def held_out_crops(photo_dir: str, per_photo: int = 12, size: int = 224,
+                   scales: tuple[float, float] = (1.0, 3.0), seed: int = 0) -> list:
+    """Dataset-like crops of the held-out photos at full resolution (``mlcodec crops``' protocol,
+    no judge): ``per_photo`` crops of ``size`` px each, the photo downscaled by a factor drawn
+    from ``scales``. Returned as photos named ``PHOTO_k``; prints how many."""
+    from mlcodec.data.crops import dataset_crops
+    from mlcodec.data.photos import Photo
+
+    dirs = [photo_dir] if Path(photo_dir).is_dir() else []
+    out = [Photo(f"{p.name}_{c.index}", c.image) for p in evaluation_photos(dirs, max_side=10**6)
+           if min(p.image.size) >= size for c in dataset_crops(p.image, p.name, per_photo, size, scales, seed=seed)]
+    print(f"{len(out)} dataset-like crops of {size} px (held-out photos downscaled {scales[0]:g}-{scales[1]:g}x)")
+    return out
+
+
 def measure(codec: mlcodec.Codec, photos, quality: float) -> dict[str, float]:
     images = [p.image for p in photos]
     datas = codec.compress_batch(images, quality=quality) if codec.config.kind == "learned" \

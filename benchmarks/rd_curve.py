@@ -20,7 +20,7 @@ import torch
 import mlcodec
 from mlcodec.metrics import bd_rate
 
-from benchmarks.common import held_out_photos, measure
+from benchmarks.common import held_out_crops, held_out_photos, measure
 
 QUALITIES = {
     "mlcodec-hyperprior": [round(q, 3) for q in np.linspace(0.0, 1.0, 11)],
@@ -48,9 +48,15 @@ def main() -> None:
     ap.add_argument("--photos", default=os.path.expanduser("~/.cache/mlcodec/photos"))
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--content", choices=("photos", "dataset"), default="photos",
+                    help="photos: the held-out photos, long side 512; dataset: 224 px crops of them "
+                         "downscaled 1-3x, as datasets store images (rd_curve_dataset.*)")
+    ap.add_argument("--per-photo", type=int, default=12, help="--content dataset: crops per photo")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    photos = held_out_photos(args.photos)
+    photos = held_out_photos(args.photos) if args.content == "photos" else \
+        held_out_crops(args.photos, args.per_photo)
+    stem = "rd_curve" if args.content == "photos" else "rd_curve_dataset"
 
     results: dict[str, list[dict]] = {}
     for name, qualities in QUALITIES.items():
@@ -84,11 +90,11 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "rd_curve.json").write_text(json.dumps({"photos": [p.name for p in photos],
+    (out / f"{stem}.json").write_text(json.dumps({"photos": [p.name for p in photos],
                                                    "results": results, "bd_rate_vs_jpeg": summary,
                                                    "bd_rate_psnr_vs_webp": vs_webp}, indent=1))
-    plot(results, out / "rd_curve.png")
-    print(f"\nwrote {out / 'rd_curve.json'} and {out / 'rd_curve.png'}")
+    plot(results, out / f"{stem}.png")
+    print(f"\nwrote {out / f'{stem}.json'} and {out / f'{stem}.png'}")
 
 
 def plot(results: dict[str, list[dict]], path: Path) -> None:

@@ -13,7 +13,7 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
     from mlcodec.train import TrainConfig, train
 
     cfg = TrainConfig(out=args.output, data=tuple(args.data), use_skimage=not args.no_skimage,
-                      steps=args.steps, batch_size=args.batch_size, patch=args.patch,
+                      steps=args.steps, batch_size=args.batch_size, patch=args.patch, crops=args.crops,
                       lr=args.lr or 2e-4,
                       bf16=args.bf16, seed=args.seed, threads=args.threads, device=args.device,
                       init=args.init or "", minutes=args.minutes, distill_hyper=args.distill_hyper,
@@ -62,6 +62,9 @@ def register_train_codec(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--steps", type=int, default=34000, help="training steps")
     t.add_argument("--batch-size", type=int, default=8, help="crops per step")
     t.add_argument("--patch", type=int, default=128, help="crop side in pixels")
+    t.add_argument("--crops", choices=("photo", "dataset"), default="photo",
+                   help="photo: crops of each photo at three fixed scales; dataset: crops of photos "
+                        "downscaled 1-4x, 30%% JPEG-compressed first, as datasets store images")
     t.add_argument("--lr", type=float, help="peak learning rate (Adam; default 2e-4; with an "
                    "--objective other than rd, which fine-tunes, the objective's codec_lr)")
     t.add_argument("--warmup", type=int, help="steps of linear learning-rate warm-up (default 100, "

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from mlcodec.data.crops import DatasetCrops
 from mlcodec.data.photos import RandomCrops, training_photos
 from mlcodec.imageio import to_tensor
 from mlcodec.models.exact_calibration import integerize
@@ -58,6 +59,10 @@ class TrainConfig:
     steps: int = 20000
     batch_size: int = 8
     patch: int = 128
+    # "photo": crops of each photo kept at three scales (mlcodec.data.photos.RandomCrops);
+    # "dataset": crops of photos downscaled 1-4x, 30% of them JPEG-compressed first, as the images
+    # datasets hold (mlcodec.data.crops.DatasetCrops)
+    crops: str = "photo"
     lr: float = 2e-4
     # steps over which the learning rate ramps up linearly from lr / warmup: without it, Adam's first
     # steps (each parameter moved by about lr, whatever its gradient) cost a packaged codec over a dB
@@ -331,7 +336,16 @@ def train(cfg: TrainConfig, objective: CodecObjective | None = None) -> Path:
         step = int(ckpt["step"])
         log.info("resumed from %s at step %d", ckpt_path, step)
 
-    crops = RandomCrops(training_photos(cfg.data, cfg.use_skimage), patch=cfg.patch)
+    if cfg.patch % 64:
+        raise ValueError(f"patch must be a multiple of 64 (the transforms' stride), got {cfg.patch}; "
+                         "images of other sizes are padded at inference, crops for training are not")
+    photos = training_photos(cfg.data, cfg.use_skimage)
+    if cfg.crops == "dataset":
+        crops: RandomCrops | DatasetCrops = DatasetCrops([p.image for p in photos], patch=cfg.patch)
+    elif cfg.crops == "photo":
+        crops = RandomCrops(photos, patch=cfg.patch)
+    else:
+        raise ValueError(f"crops must be 'photo' or 'dataset', not {cfg.crops!r}")
     batches = crops.batches(cfg.batch_size, seed=cfg.seed + step)
     gen = torch.Generator().manual_seed(cfg.seed + step)
     model.train()

@@ -202,3 +202,27 @@ def test_a_narrow_student_trained_for_rate_codes_exactly(tmp_path):
     stream = codec.compress(img, 0.5)
     assert codec.decompress(stream).size == (200, 136)
     assert np.array_equal(codec.decode_latent(stream).numpy(), codec.reference_latent(stream))
+
+
+def test_dataset_like_crops_train_and_are_recorded(tmp_path):
+    """``crops="dataset"``: crops of photos downscaled 1-4x (some JPEG-compressed first) feed the
+    same loop, and the weights' recipe says so; an unknown kind is refused."""
+    from mlcodec.data.crops import DatasetCrops
+
+    rng = np.random.default_rng(1)
+    photos = [Image.fromarray(rng.integers(0, 256, (96, 160, 3), dtype=np.uint8)) for _ in range(2)]
+    a = next(DatasetCrops(photos, patch=64).batches(6, seed=3))
+    assert a.shape == (6, 3, 64, 64) and a.dtype == torch.uint8
+    assert torch.equal(a, next(DatasetCrops(photos, patch=64).batches(6, seed=3)))  # seeded
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i, im in enumerate(photos):
+        im.save(data / f"{i}.png")
+    cfg = dict(out=str(tmp_path / "run"), data=(str(data),), use_skimage=False, N=16, M=16, steps=2,
+               batch_size=2, patch=64, crops="dataset", progress=False)
+    path = train(TrainConfig(**cfg))
+    assert read_metadata(path)["config"]["crops"] == "dataset"
+    with pytest.raises(ValueError, match="crops must be"):
+        train(TrainConfig(**{**cfg, "out": str(tmp_path / "bad"), "crops": "tiles"}))
+    with pytest.raises(ValueError, match="multiple of 64"):  # 224 px crops cannot train the transforms
+        train(TrainConfig(**{**cfg, "out": str(tmp_path / "bad"), "patch": 224}))
