@@ -65,7 +65,7 @@ def held_out_crops(photo_dir: str, per_photo: int = 12, size: int = 224,
     return out
 
 
-def measure(codec: mlcodec.Codec, photos, quality: float) -> dict[str, float]:
+def measure(codec: mlcodec.Codec, photos, quality: float, with_ms_ssim: bool = True) -> dict[str, float]:
     images = [p.image for p in photos]
     datas = codec.compress_batch(images, quality=quality) if codec.config.kind == "learned" \
         else [codec.compress(im, quality) for im in images]
@@ -74,7 +74,8 @@ def measure(codec: mlcodec.Codec, photos, quality: float) -> dict[str, float]:
         "quality": quality,
         "bpp": float(np.mean([bpp(len(d), im) for d, im in zip(datas, images)])),
         "psnr": float(np.mean([psnr(im, dec) for im, dec in zip(images, decoded)])),
-        "ms_ssim": float(np.mean([ms_ssim(im, dec) for im, dec in zip(images, decoded)])),
+        "ms_ssim": float(np.mean([ms_ssim(im, dec) for im, dec in zip(images, decoded)]))
+        if with_ms_ssim else float("nan"),
     }
 
 

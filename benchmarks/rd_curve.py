@@ -52,16 +52,24 @@ def main() -> None:
                     help="photos: the held-out photos, long side 512; dataset: 224 px crops of them "
                          "downscaled 1-3x, as datasets store images (rd_curve_dataset.*)")
     ap.add_argument("--per-photo", type=int, default=12, help="--content dataset: crops per photo")
+    ap.add_argument("--also", nargs="*", default=[], metavar="NAME:WEIGHTS",
+                    help="learned codecs with weights of their own to measure beside the default "
+                         "(its qualities), e.g. a fine-tune's mlcodec-hyperprior:runs/x/weights.safetensors")
+    ap.add_argument("--skip", default="", help="comma-separated codecs to leave out (e.g. avif)")
+    ap.add_argument("--no-ms-ssim", action="store_true", help="PSNR only (MS-SSIM is most of the time "
+                    "on many small crops)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     photos = held_out_photos(args.photos) if args.content == "photos" else \
         held_out_crops(args.photos, args.per_photo)
     stem = "rd_curve" if args.content == "photos" else "rd_curve_dataset"
 
+    qualities_of = {k: v for k, v in QUALITIES.items() if k not in args.skip.split(",")}
+    qualities_of.update({spec: QUALITIES["mlcodec-hyperprior"] for spec in args.also})
     results: dict[str, list[dict]] = {}
-    for name, qualities in QUALITIES.items():
+    for name, qualities in qualities_of.items():
         codec = mlcodec.create_codec(name)
-        results[name] = [measure(codec, photos, q) for q in qualities]
+        results[name] = [measure(codec, photos, q, not args.no_ms_ssim) for q in qualities]
 
     print(f"\n{'codec':<20} {'quality':>7} {'bpp':>7} {'PSNR':>7} {'MS-SSIM':>8}")
     for name, pts in results.items():
@@ -76,15 +84,19 @@ def main() -> None:
             continue
         test = in_range(pts)
         row = {}
-        for metric in ("psnr", "ms_ssim"):
+        for metric in ("psnr",) if args.no_ms_ssim else ("psnr", "ms_ssim"):
             row[metric] = bd_rate([p["bpp"] for p in ref], [p[metric] for p in ref],
                                   [p["bpp"] for p in test], [p[metric] for p in test])
         summary[name] = row
-        print(f"{name:<20} PSNR {row['psnr']:+7.1f}%   MS-SSIM {row['ms_ssim']:+7.1f}%")
-    test, ref_w = in_range(results["mlcodec-hyperprior"]), in_range(results["webp"])
-    vs_webp = bd_rate([p["bpp"] for p in ref_w], [p["psnr"] for p in ref_w],
-                      [p["bpp"] for p in test], [p["psnr"] for p in test])
-    print(f"mlcodec-hyperprior vs WebP: PSNR BD-rate {vs_webp:+.1f}%")
+        print(f"{name:<20} PSNR {row['psnr']:+7.1f}%" + (f"   MS-SSIM {row['ms_ssim']:+7.1f}%" if "ms_ssim" in row else ""))
+    ref_w = in_range(results["webp"])
+    for name in ["mlcodec-hyperprior", *args.also]:
+        test = in_range(results[name])
+        d = bd_rate([p["bpp"] for p in ref_w], [p["psnr"] for p in ref_w],
+                    [p["bpp"] for p in test], [p["psnr"] for p in test])
+        print(f"{name} vs WebP: PSNR BD-rate {d:+.1f}%")
+        if name == "mlcodec-hyperprior":
+            vs_webp = d
     lo_hi = [p["bpp"] for p in results["mlcodec-hyperprior"]]
     print(f"mlcodec-hyperprior bpp range over quality 0..1: {min(lo_hi):.3f}-{max(lo_hi):.3f}")
 

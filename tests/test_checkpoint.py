@@ -14,6 +14,7 @@ def test_save_and_load_round_trip(tmp_path):
     back = load_checkpoint(tmp_path / "sub" / "ckpt.pt")
     assert torch.equal(back["model"]["w"], state["model"]["w"]) and int(back["step"]) == 7
     assert os.listdir(tmp_path / "sub") == ["ckpt.pt"]  # no temporary file left behind
+    assert (tmp_path / "sub" / "ckpt.pt").stat().st_mode & 0o777 == 0o644
 
 
 def test_a_write_that_fails_midway_leaves_the_old_file(tmp_path):
