@@ -175,12 +175,13 @@ def bootstrap_bd_rate(rate_ref: np.ndarray, metric_ref: np.ndarray, rate_test: n
     tail = (1.0 - level) / 2.0 * 100.0
     lo = max(np.percentile(means[1].min(axis=0), 100 - tail), np.percentile(means[3].min(axis=0), 100 - tail))
     hi = min(np.percentile(means[1].max(axis=0), tail), np.percentile(means[3].max(axis=0), tail))
-    full = bd_rate_span(*(a.mean(axis=1) for a in arrays))
+    curves = [a.mean(axis=1) for a in arrays]  # over all images
+    full = bd_rate_span(*curves)
     lo, hi = max(lo, full.metric_range[0]), min(hi, full.metric_range[1])
     if lo >= hi:
         raise ValueError("bootstrap BD-rate: no metric range is covered by both curves in most "
                          "resamples (more images, or qualities that reach further)")
-    span = bd_rate_span(*(a.mean(axis=1) for a in arrays), metric_range=(float(lo), float(hi)))
+    span = bd_rate_span(*curves, metric_range=(float(lo), float(hi)))
     values, missed = [], 0
     for k in range(resamples):
         try:

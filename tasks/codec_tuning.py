@@ -219,11 +219,16 @@ def source_pool(source: Source, size: int, tasks: tuple[str, ...], limit: int = 
     return TuningData.stack(items, len(source.class_names))
 
 
-def build_heads(tasks: tuple[str, ...], channels: int, num_classes: int) -> torch.nn.ModuleDict:
-    """The latent heads trained alongside the codec (learned stems: gradients reach the latent)."""
+def check_tuning_tasks(tasks: tuple[str, ...]) -> None:
+    """Refuse an empty task list or tasks the objective has no head for."""
     unknown = set(tasks) - set(TUNING_TASKS)
     if unknown or not tasks:
         raise ValueError(f"the task objective trains with tasks among {TUNING_TASKS}, not {sorted(unknown)}")
+
+
+def build_heads(tasks: tuple[str, ...], channels: int, num_classes: int) -> torch.nn.ModuleDict:
+    """The latent heads trained alongside the codec (learned stems: gradients reach the latent)."""
+    check_tuning_tasks(tasks)
     heads = {}
     if "cls" in tasks:
         heads["cls"] = LatentClassifier(channels, num_classes)
@@ -253,9 +258,7 @@ class TaskObjective(CodecObjective):
 
     def __init__(self, cfg: TaskTuning = TaskTuning(), source: Source | None = None) -> None:
         super().__init__()
-        unknown = [t for t in cfg.tasks if t not in TUNING_TASKS]
-        if unknown or not cfg.tasks:
-            raise ValueError(f"the task objective tunes for {', '.join(TUNING_TASKS)}, not {list(cfg.tasks)}")
+        check_tuning_tasks(cfg.tasks)  # before the task data is prepared, not at setup
         self.cfg, self.source = cfg, source
         self.lr, self.weight_decay, self.codec_lr = cfg.head_lr, 1e-4, cfg.codec_lr
         self.data: TuningData | None = None

@@ -215,7 +215,6 @@ class GainedHyperpriorCodec(LatentCodec):
         decoders, z_sym = _decode_z(t, streams, (1, m.N, h // 4, w // 4))
         if version >= 3:
             trim = _trimmer(z_sym, 4)
-            trim()  # what entropy-decoding z left
             idx, means = self._hyper(z_sym, quality)
             trim()
             y_sym = _decode_y(t, decoders, idx.cpu(), streams)

@@ -80,12 +80,11 @@ def dataset_crops(photo: Image.Image, name: str, n: int, size: int = 224,
     if min(photo.size) < size:
         raise ValueError(f"{name}: {photo.width}x{photo.height} is smaller than a {size} px crop")
     rng = random.Random(f"{seed}:{name}")
-    return [Crop(name, k, *_fields(sample_crop(photo, size, scales, rng, jpeg, jpeg_share))) for k in range(n)]
-
-
-def _fields(sample: tuple[Image.Image, float, tuple, int]) -> tuple[float, tuple, int, Image.Image]:
-    im, s, box, q = sample
-    return s, box, q, im
+    crops = []
+    for k in range(n):
+        im, s, box, q = sample_crop(photo, size, scales, rng, jpeg, jpeg_share)
+        crops.append(Crop(name, k, s, box, q, im))
+    return crops
 
 
 class DatasetCrops:
