@@ -11,19 +11,22 @@ from pathlib import Path
 import torch
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
+#: streams of the released ``mlcodec-unified`` weights (fingerprint 8affb51d...), kept decodable
+GOLDEN_UNIFIED = Path(__file__).parent / "data" / "golden-unified"
 
 
-def golden_files() -> list[Path]:
-    return sorted(GOLDEN.glob("*.mlc"))
+def golden_files(folder: Path = GOLDEN) -> list[Path]:
+    return sorted(folder.glob("*.mlc"))
 
 
-def decode_hashes(batch: int) -> dict[str, str]:
-    """Latent hashes of every golden stream, decoded ``batch`` streams per ``decode_latents`` call
-    (the codec groups each call by shape and quality, so the 16 64x64 crops form real batches)."""
+def decode_hashes(batch: int, folder: Path = GOLDEN) -> dict[str, str]:
+    """Latent hashes of every golden stream in ``folder``, decoded ``batch`` streams per
+    ``decode_latents`` call (the codec groups each call by shape and quality, so the 16 64x64
+    crops form real batches) by the codec their headers name (``codec_for``)."""
     import mlcodec
 
-    codec = mlcodec.create_codec()
-    files = golden_files()
+    files = golden_files(folder)
+    codec = mlcodec.codec_for(files[0].read_bytes())
     out = {}
     for i in range(0, len(files), batch):
         chunk = files[i:i + batch]
@@ -34,6 +37,7 @@ def decode_hashes(batch: int) -> dict[str, str]:
 
 if __name__ == "__main__":
     threads, batch = int(sys.argv[1]), int(sys.argv[2])
+    folder = Path(sys.argv[3]) if len(sys.argv) > 3 else GOLDEN
     torch.set_num_threads(threads)
-    print(json.dumps({"threads": torch.get_num_threads(), "hashes": decode_hashes(batch),
+    print(json.dumps({"threads": torch.get_num_threads(), "hashes": decode_hashes(batch, folder),
                       "capability": torch.backends.cpu.get_cpu_capability()}))

@@ -24,9 +24,10 @@ from mlcodec.models import exact_indexes as eidx
 from mlcodec.models import exact_reference as eref
 
 sys.path.insert(0, str(Path(__file__).parent))
-from golden_decode import GOLDEN, decode_hashes, golden_files  # noqa: E402
+from golden_decode import GOLDEN, GOLDEN_UNIFIED, decode_hashes, golden_files  # noqa: E402
 
 EXPECTED = {k: v["latent_sha256"] for k, v in json.loads((GOLDEN / "golden.json").read_text()).items()}
+UNIFIED = json.loads((GOLDEN_UNIFIED / "golden.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,37 @@ def test_golden_latents_equal_the_numpy_integer_reference(codec):
         ref = codec.reference_latent(data)
         assert np.array_equal(codec.decode_latent(data).numpy(), ref), f.name
         assert hashlib.sha256(ref.astype("<f4").tobytes()).hexdigest() == EXPECTED[f.name], f.name
+
+
+def test_released_unified_streams_still_decode():
+    """Streams of the released mlcodec-unified weights, written before any retraining: the
+    codec id picks the codec, their fingerprint is one it accepts, and the latents are the
+    recorded ones (batched too), equal to the numpy integer reference."""
+    files = golden_files(GOLDEN_UNIFIED)
+    assert len(files) == 21 and {f.name for f in files} == set(UNIFIED)
+    assert {v["codec"] for v in UNIFIED.values()} == {"mlcodec-unified"}
+    codec = mlcodec.codec_for(files[0].read_bytes())
+    assert codec.config.name == "mlcodec-unified"
+    for f in files:
+        h = read_header(f.read_bytes())
+        assert h.fingerprint.hex() == UNIFIED[f.name]["fingerprint"]
+        assert h.fingerprint in codec.fingerprints(h.quality), f.name
+    expected = {k: v["latent_sha256"] for k, v in UNIFIED.items()}
+    assert decode_hashes(7, GOLDEN_UNIFIED) == expected
+    for f in files[::5]:
+        ref = codec.reference_latent(f.read_bytes())
+        assert hashlib.sha256(ref.astype("<f4").tobytes()).hexdigest() == expected[f.name], f.name
+
+
+def test_released_unified_streams_in_a_fresh_process_on_the_default_isa():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default",
+           "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
+    out = subprocess.run([sys.executable, str(Path(__file__).parent / "golden_decode.py"), "1", "16",
+                          str(GOLDEN_UNIFIED)], env=env, capture_output=True, text=True, timeout=300,
+                         check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["capability"].lower() == "default"
+    assert result["hashes"] == {k: v["latent_sha256"] for k, v in UNIFIED.items()}
 
 
 #: (name, torch threads, environment): lower instruction sets for ATen's kernels, oneDNN's

@@ -1,7 +1,8 @@
 """Write the golden format-3 streams in ``tests/data/golden`` and their latents' hashes.
 
 Run once per format (``python tests/data/make_golden.py [--device cuda] [--tag NAME]``) and commit
-the output: the tests decode these files under other thread counts, batch sizes and instruction
+the output (``--codec mlcodec-unified --out tests/data/golden-unified`` writes the released
+``mlcodec-unified`` weights' streams, kept so that retrained weights never orphan them): the tests decode these files under other thread counts, batch sizes and instruction
 sets, and expect the latents recorded here bit for bit. Re-running on another machine or device
 adds streams written there (``--tag``); existing files are never rewritten.
 
@@ -52,21 +53,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--device", default="cpu")
     p.add_argument("--tag", default="cpu")
+    p.add_argument("--codec", default=mlcodec.DEFAULT_CODEC)
+    p.add_argument("--out", type=Path, default=HERE)
     args = p.parse_args()
-    codec = mlcodec.create_codec(device=args.device)
-    HERE.mkdir(parents=True, exist_ok=True)
-    index_path = HERE / "golden.json"
+    codec = mlcodec.create_codec(args.codec, device=args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    index_path = args.out / "golden.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
     for name, image, q in sources():
         file = f"{args.tag}_{name}.mlc"
         if file in index:
             continue
         data = codec.compress(image, q)
-        (HERE / file).write_bytes(data)
+        (args.out / file).write_bytes(data)
         index[file] = {"latent_sha256": latent_hash(codec.decode_latent(data).cpu()),
+                       "codec": args.codec, "fingerprint": codec.fingerprint(q).hex(),
                        "written_on": f"{args.device}, {platform.machine()}, torch {torch.__version__}"}
     index_path.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
-    print(f"{len(index)} golden streams in {HERE}")
+    print(f"{len(index)} golden streams in {args.out}")
 
 
 if __name__ == "__main__":
