@@ -24,7 +24,7 @@ from .data import TaskSpec
 @dataclass(frozen=True)
 class HeadConfig:
     name: str
-    task: str  # cls | det | seg
+    task: str  # cls | det | seg | adapter
     input: str  # latent | pixel
     description: str
     #: (spec, latent channels, the codec's first synthesis stage or None) -> module;
@@ -52,6 +52,9 @@ _HEADS: dict[str, HeadConfig] = {c.name: c for c in (
     HeadConfig("pixel-seg", "seg", "pixel", "timm ResNet-10t + the same FPN decoder on RGB",
                lambda spec, cin, syn: _heads().PixelSegmenter(spec.num_outputs)),
     HeadConfig("pixel-det", "det", "pixel", "ultralytics YOLOv8n from its yaml (no downloads)", None),
+    HeadConfig("latent-adapter", "adapter", "latent", "a pretrained judge reading latents: the codec's "
+               "first synthesis stages and a small network to its stride-4 features, then its own rest "
+               "(mlcodec.tasks.adapter)", None),
     HeadConfig("pixel-fcos", "det", "pixel", "timm ResNet-10t + FPN on RGB, FCOS-style at stride 8",
                lambda spec, cin, syn: _heads().PixelDetector(spec.num_outputs)),
 )}
@@ -82,6 +85,9 @@ def create_head(name: str, spec: TaskSpec, in_channels: int = 96,
     is a learned upsampling (lower accuracy, see :mod:`mlcodec.tasks.heads`).
     """
     cfg = head_config(name)
+    if cfg.builder is None and cfg.task == "adapter":
+        raise ValueError(f"{name!r} is built from a pretrained judge: mlcodec.tasks.adapter "
+                         "(mlcodec train-head --task adapter --judge NAME)")
     if synthesis is not None and cfg.input != "latent":
         raise ValueError(f"{name!r} reads pixels: a synthesis stage only applies to latent heads")
     if cfg.task != spec.task:

@@ -12,7 +12,32 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
+def cmd_train_adapter(args: argparse.Namespace) -> int:
+    from .adapter_train import AdapterConfig, train_adapter
+
+    if not args.judge:
+        raise ValueError("--task adapter distils a pretrained judge: give --judge NAME (e.g. efficientnet-lite0)")
+    if args.shards or args.val:
+        raise ValueError("--task adapter trains on photos, not shards: give --photos DIR... "
+                         "(it compresses crops of them with --codec itself)")
+    scales = _floats(args.scales)
+    config = AdapterConfig(args.judge, args.codec, tuple(args.photos or ()), args.crops_per_photo,
+                           scales=(scales[0], scales[1]), stride=args.adapter_stride, teacher=args.teacher,
+                           seed=args.seed)
+    r = train_adapter(config, args.output, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr or 3e-3, weight_decay=1e-2 if args.weight_decay is None else args.weight_decay,
+                      kl_weight=args.kl_weight, tune_tail=args.tune_judge, judge_weights=args.judge_weights,
+                      progress=not args.quiet)
+    last = r.history[-1]
+    print(f"latent-adapter for {args.judge} on {args.codec}: {len(r.history)} epochs, "
+          f"agreement {last.val_agree:.4f} on held-back photos' crops (decode + judge "
+          f"{last.val_decoded_agree:.4f}), checkpoint {r.checkpoint}")
+    return 0
+
+
 def cmd_train_head(args: argparse.Namespace) -> int:
+    if args.task == "adapter":
+        return cmd_train_adapter(args)
     if args.head == "pixel-det":
         from .yolo import train_yolo
 
@@ -87,7 +112,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     from .options import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, STEMS
 
     t = sub.add_parser("train-head", help="train a task head on latent shards (or a pixel reference)")
-    t.add_argument("--task", required=True, choices=TASKS, help="what the head predicts")
+    t.add_argument("--task", required=True, choices=(*TASKS, "adapter"),
+                   help="what the head predicts; adapter: a pretrained judge reading latents (--judge)")
     t.add_argument("--shards", nargs="+", help="training shard folders (latent or image shards)")
     t.add_argument("--val", nargs="+", help="validation shard folders")
     t.add_argument("--head", choices=list_heads(), help="default: latent-<task> / pixel-<task> by shard type")
@@ -109,6 +135,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--stem", choices=STEMS, default="synthesis",
                    help="latent heads: start from the codec's frozen first synthesis stage "
                         "or a learned upsampling")
+    a = t.add_argument_group("--task adapter (a pretrained judge on latents, distilled on photos)")
+    a.add_argument("--judge", help="the judge whose front the adapter replaces (efficientnet-lite0)")
+    a.add_argument("--judge-weights", help="the judge's weights file, where it needs one")
+    a.add_argument("--photos", nargs="+", help="folders of training photos (the held-out ones are left out; "
+                   "scikit-image's training photos are always added)")
+    a.add_argument("--codec", default=mlcodec.DEFAULT_CODEC, help="the learned codec whose latents it reads")
+    a.add_argument("--crops-per-photo", type=int, default=48, help="dataset-like crops cut from each photo")
+    a.add_argument("--scales", default="1,3", help="LOW,HIGH downscale factors of the crops")
+    a.add_argument("--teacher", choices=("decoded", "original"), default="decoded",
+                   help="imitate the judge on the decoded crop (decode + judge) or on the original")
+    a.add_argument("--adapter-stride", type=int, choices=(4, 8, 16), default=4,
+                   help="the judge's image stride the adapter reaches: 4 or 8 through the codec's first two "
+                        "or one synthesis stages (the judge's pretrained stages from there on run too), 16 "
+                        "from the latent directly")
+    a.add_argument("--kl-weight", type=float, default=0.0,
+                   help="weight of the KL term against the teacher's prediction (0: features only, faster)")
+    a.add_argument("--tune-judge", action="store_true", help="also fine-tune the judge's tail (default: frozen)")
     t.set_defaults(func=cmd_train_head)
 
     e = sub.add_parser("eval", help="task metric, or a judge's agreement with itself, vs bitrate for "
@@ -121,7 +164,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--label", default="label", help="cls only: the image-level label to predict")
     e.add_argument("--head", nargs="+", metavar="[CODEC=]PATH",
                    help="latent head checkpoints (.safetensors), one per learned codec: CODEC=PATH, "
-                        "or PATH for the codec the head was trained on")
+                        "or PATH for the codec the head was trained on; with --judge, latent adapters "
+                        "of that judge (train-head --task adapter)")
     e.add_argument("--reference", help="pixel reference checkpoint (.safetensors)")
     e.add_argument("--codecs", default="mlcodec-hyperprior,jpeg,webp,avif",
                    help=f"comma-separated, from {','.join(mlcodec.list_codecs())}")

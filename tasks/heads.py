@@ -21,6 +21,7 @@ Every network returns raw outputs; losses and decoding live in :mod:`mlcodec.tas
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import timm
@@ -40,21 +41,36 @@ def synthesis_layers(in_channels: int, channels: int) -> nn.Sequential:
     return nn.Sequential(deconv(in_channels, channels), GDN(channels, inverse=True))
 
 
+def synthesis_prefix(g_s: nn.Module, stages: int) -> nn.Sequential:
+    """A frozen copy of a codec's first ``stages`` synthesis stages, each laid out as
+    :func:`synthesis_layers` (latent stride 16 to ``16 >> stages``). Raises ValueError when
+    ``g_s`` does not start that way."""
+    layers = list(g_s.children())[: 2 * stages] if isinstance(g_s, nn.Sequential) else []
+    ok = stages >= 1 and len(layers) == 2 * stages and all(
+        isinstance(conv, nn.ConvTranspose2d) and conv.stride == (2, 2) and conv.kernel_size == (5, 5)
+        and isinstance(gdn, GDN) and gdn.inverse for conv, gdn in zip(layers[::2], layers[1::2]))
+    if not ok:
+        raise ValueError(f"this codec's synthesis transform does not start with {stages} stage(s) of a "
+                         "5x5 stride-2 transposed convolution and an inverse GDN")
+    return copy.deepcopy(nn.Sequential(*layers)).requires_grad_(False)  # copies the values
+
+
+def synthesis_layout(in_channels: int, channels: int, stages: int = 1) -> nn.Sequential:
+    """An empty :func:`synthesis_prefix` of that shape, to load a saved one into."""
+    return nn.Sequential(*synthesis_layers(in_channels, channels),
+                         *[m for _ in range(stages - 1) for m in synthesis_layers(channels, channels)])
+
+
 def synthesis_stage(g_s: nn.Module) -> nn.Sequential:
     """A detached copy of a codec's first synthesis stage (``g_s[:2]``) for a :class:`SynthesisStem`.
 
     Raises ValueError when ``g_s`` does not start like :func:`synthesis_layers` (a stride-2
     transposed convolution and an inverse GDN): such a codec's heads need ``stem="learned"``.
     """
-    first = list(g_s.children())[:2] if isinstance(g_s, nn.Sequential) else []
-    if not (len(first) == 2 and isinstance(first[0], nn.ConvTranspose2d)
-            and first[0].stride == (2, 2) and first[0].kernel_size == (5, 5)
-            and isinstance(first[1], GDN) and first[1].inverse):
-        raise ValueError("this codec's synthesis transform does not start with a 5x5 stride-2 "
-                         "transposed convolution and an inverse GDN; train its heads with stem='learned'")
-    stage = synthesis_layers(first[0].in_channels, first[0].out_channels)
-    stage.load_state_dict(nn.Sequential(*first).state_dict())  # copies the values
-    return stage
+    try:
+        return synthesis_prefix(g_s, 1)
+    except ValueError as e:
+        raise ValueError(f"{e}; train its heads with stem='learned'") from None
 
 
 class SynthesisStem(nn.Module):

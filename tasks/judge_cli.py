@@ -72,7 +72,7 @@ def cmd_crops(args: argparse.Namespace) -> int:
 
 
 def cmd_judge_eval(args: argparse.Namespace) -> int:
-    from .judge_eval import evaluate_judge, judge_bd_rates, read_labels, write_judge_report
+    from .judge_eval import evaluate_judge, judge_bd_rates, paired_gaps, read_labels, write_judge_report
     from .judges import create_judge
 
     if not args.src:
@@ -90,12 +90,24 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
             images.append(im.convert("RGB"))
     judge = create_judge(args.judge, args.judge_weights)
     codecs = args.codecs.split(",")
+    adapters = {}
+    for spec in args.head or []:  # latent adapters of this judge: [CODEC=]PATH
+        from .adapter import load_adapter
+
+        codec_name, _, path = spec.rpartition("=")
+        head, meta = load_adapter(path, judge)
+        codec_name = codec_name or meta["codec"]
+        if codec_name not in codecs:
+            raise ValueError(f"{path} reads {codec_name} latents, which --codecs does not list")
+        adapters[codec_name] = (head, meta)
     ref = args.bd_reference or ("webp" if "webp" in codecs else codecs[0])
     result = evaluate_judge(judge, images, codecs, _floats(args.qualities), labels=labels,
                             confident=args.confident, names=names, batch_size=args.batch_size,
-                            progress=not args.quiet)
+                            progress=not args.quiet, adapters=adapters)
     result["bd_reference"] = ref
     result["bd_rates"] = judge_bd_rates(result, ref, resamples=args.bootstrap, seed=args.seed)
+    result["adapter_gaps"] = {c: paired_gaps(result, f"{c}+adapter", c, args.bootstrap, args.seed)
+                              for c in adapters}
     paths = write_judge_report(result, args.output)
     print(f"{judge.name} on {len(images)} images ({result['confident_images']} confident, "
           f"p >= {args.confident:g})" + (f"; accuracy on the originals {result['uncompressed_accuracy']:.4f}"
@@ -115,6 +127,13 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
                       f"[{b['ci'][0]:+.1f}, {b['ci'][1]:+.1f}] over {metric} {b['metric_range'][0]:.3f}-"
                       f"{b['metric_range'][1]:.3f}, {b['bpp_range'][0]:.3f}-{b['bpp_range'][1]:.3f} bpp "
                       f"({b['no_overlap']}/{b['resamples']} resamples without overlap)")
+    for codec, gaps in result["adapter_gaps"].items():
+        for g in gaps:
+            print(f"adapter - decode, {codec} q {g['quality']:g}: agreement {g['all']['gap']:+.3f} "
+                  f"[{g['all']['ci'][0]:+.3f}, {g['all']['ci'][1]:+.3f}] on {g['images']} images"
+                  + ("" if g["confident"] is None else
+                     f", {g['confident']['gap']:+.3f} [{g['confident']['ci'][0]:+.3f}, "
+                     f"{g['confident']['ci'][1]:+.3f}] on confident ones"))
     for name, why in result["skipped"].items():
         print(f"skipped {name}: {why}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +75,13 @@ def read_labels(path: str | Path, names: Sequence[str]) -> np.ndarray:
 def evaluate_judge(judge: Judge, images: Sequence[Image.Image], codecs: Sequence[str],
                    qualities: Sequence[float], labels: np.ndarray | None = None,
                    confident: float = 0.5, names: Sequence[str] = (), batch_size: int = 32,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, adapters: Mapping[str, tuple[Any, dict]] | None = None) -> dict[str, Any]:
     """Rows ``{codec, quality, bpp, agree, agree_confident, top5, kl[, accuracy]}`` (means) and,
-    under ``per_image``, every image's measures for the bootstrap."""
+    under ``per_image``, every image's measures for the bootstrap.
+
+    ``adapters`` maps a learned codec's name to a latent adapter of this judge (``(head, meta)``
+    from :func:`mlcodec.tasks.adapter.load_adapter`): its rows, ``CODEC+adapter``, read the same
+    streams' latents instead of the decoded images."""
     images = [im.convert("RGB") for im in images]
     ref = judge.logits(images, batch_size)
     p_ref = ref.softmax(1)
@@ -110,19 +114,26 @@ def evaluate_judge(judge: Judge, images: Sequence[Image.Image], codecs: Sequence
             part = made[name].compress_batch(images[i : i + batch_size], quality=q)
             datas += part
             decoded += made[name].decompress_batch(part)
-        test = judge.logits(decoded, batch_size)
-        scores = agreement(ref, test)
         rates = np.array([bpp(len(d), im) for d, im in zip(datas, images)])
-        row: dict[str, Any] = {
-            "codec": name, "quality": q, "bpp": float(rates.mean()),
-            "agree": float(scores["agree"].mean()),
-            "agree_confident": float(scores["agree"][mask].mean()) if mask.any() else None,
-            "top5": float(scores["top5"].mean()), "kl": float(scores["kl"].mean())}
-        if labels is not None:
-            row["accuracy"] = float((test.argmax(1).numpy() == labels).mean())
-        result["rows"].append(row)
-        result["per_image"][f"{name}@{q:g}"] = {"bpp": rates.tolist(),
-                                                **{k: v.tolist() for k, v in scores.items()}}
+        outputs = [(name, judge.logits(decoded, batch_size))]
+        if adapters and name in adapters:
+            from .adapter import adapter_logits, check_codec
+
+            head, meta = adapters[name]
+            check_codec(meta, made[name], q)
+            outputs.append((f"{name}+adapter", adapter_logits(head, made[name], datas, batch_size)))
+        for row_name, test in outputs:
+            scores = agreement(ref, test)
+            row: dict[str, Any] = {
+                "codec": row_name, "quality": q, "bpp": float(rates.mean()),
+                "agree": float(scores["agree"].mean()),
+                "agree_confident": float(scores["agree"][mask].mean()) if mask.any() else None,
+                "top5": float(scores["top5"].mean()), "kl": float(scores["kl"].mean())}
+            if labels is not None:
+                row["accuracy"] = float((test.argmax(1).numpy() == labels).mean())
+            result["rows"].append(row)
+            result["per_image"][f"{row_name}@{q:g}"] = {"bpp": rates.tolist(),
+                                                        **{k: v.tolist() for k, v in scores.items()}}
     if labels is not None:
         result["labels"] = labels.tolist()
     return result
@@ -164,6 +175,32 @@ def judge_bd_rates(result: dict[str, Any], ref_codec: str, resamples: int = 1000
                                   "metric_range": list(b.span.metric_range),
                                   "bpp_range": list(b.span.rate_test), "ref_bpp_range": list(b.span.rate_ref),
                                   "resamples": b.resamples, "no_overlap": b.no_overlap}
+    return out
+
+
+def paired_gaps(result: dict[str, Any], test: str, ref: str, resamples: int = 1000,
+                seed: int = 0) -> list[dict[str, Any]]:
+    """Per quality, ``test``'s agreement minus ``ref``'s on the same images (e.g. an adapter's
+    against decode + judge of the same streams): the mean gap and its paired 95% bootstrap
+    interval over images, on all images and on the confident ones."""
+    mask = np.asarray(result["confidence"]) >= result["confident_threshold"]
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in result["rows"]:
+        if r["codec"] != test:
+            continue
+        key = f"{{}}@{r['quality']:g}"
+        diff = np.asarray(result["per_image"][key.format(test)]["agree"]) - \
+            np.asarray(result["per_image"][key.format(ref)]["agree"])
+        row: dict[str, Any] = {"quality": r["quality"], "bpp": r["bpp"], "images": int(len(diff))}
+        for label, d in (("all", diff), ("confident", diff[mask])):
+            if len(d) == 0:
+                row[label] = None
+                continue
+            means = d[rng.integers(0, len(d), (resamples, len(d)))].mean(1)
+            row[label] = {"gap": float(d.mean()), "ci": [float(np.percentile(means, 2.5)),
+                                                         float(np.percentile(means, 97.5))]}
+        out.append(row)
     return out
 
 

