@@ -90,3 +90,15 @@ def crops(n: int, size: int, photo_dirs: list[str]) -> list[Image.Image]:
         x, y = rng.integers(0, im2.width - size + 1), rng.integers(0, im2.height - size + 1)
         out.append(im2.crop((x, y, x + size, y + size)))
     return out
+
+
+def write_report(report: dict, out: str, started: float) -> None:
+    """Stamp ``report`` with the seconds since ``started`` (``time.perf_counter()``), write it
+    to ``out`` as JSON and say so."""
+    import json
+    import time
+
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=1))
+    print(f"\n{report['seconds']:.0f} s; wrote {out}")

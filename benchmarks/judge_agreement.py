@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import random
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from benchmarks.common import machine
+from benchmarks.common import machine, write_report
 from mlcodec.data.crops import dataset_crops
 from mlcodec.data.photos import evaluation_photos
 from mlcodec.tasks.judge_eval import evaluate_judge, judge_bd_rates
@@ -96,10 +94,7 @@ def main() -> None:
                         f"{b['no_overlap']}/{b['resamples']} resamples without overlap)")
                 print(f"BD-rate vs webp  {codec:<20} {metric:<6} {text}")
         sys.stdout.flush()
-    report["seconds"] = round(time.perf_counter() - t0, 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    print(f"\n{report['seconds']:.0f} s; wrote {args.out}")
+    write_report(report, args.out, t0)
 
 
 if __name__ == "__main__":
