@@ -224,6 +224,8 @@ def train_adapter(config: AdapterConfig, out: str | Path, epochs: int = 8, batch
     """Distil ``config.judge``'s front into a latent adapter for ``config.codec``; saves
     ``out/latent-adapter.safetensors`` (the last epoch) and its history. Resumes a killed run
     from its last finished epoch; the distillation data are cached in ``out``."""
+    if config.teacher not in TEACHERS:  # before minutes of coding
+        raise ValueError(f"teacher must be one of {', '.join(TEACHERS)}, not {config.teacher!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     judge = create_judge(config.judge, judge_weights)
@@ -238,8 +240,6 @@ def train_adapter(config: AdapterConfig, out: str | Path, epochs: int = 8, batch
     stages = int(math.log2(LATENT_STRIDE // config.stride))
     synthesis = synthesis_prefix(codec.synthesis_transform(0.5), stages) if stages else None
     head = build_head(judge, data["latent"].shape[1], asdict(config), synthesis, tune_tail)
-    if config.teacher not in TEACHERS:
-        raise ValueError(f"teacher must be one of {', '.join(TEACHERS)}, not {config.teacher!r}")
     decoded = config.teacher == "decoded"
     target_feats = data["decoded_features"] if decoded else feats
     head.adapter.set_feature_statistics(feats[~data["val"]])

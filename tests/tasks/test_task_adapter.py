@@ -225,6 +225,9 @@ def test_train_head_adapter_needs_a_judge_and_photos(tmp_path, capsys):
     assert main(["train-head", "--task", "adapter", "--judge", "efficientnet-lite0", "--shards", "x",
                  "-o", str(tmp_path)]) == 2
     assert "trains on photos, not shards" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="teacher must be one of decoded, original"):
+        train_adapter(AdapterConfig("efficientnet-lite0", "mlcodec-hyperprior", (), teacher="pixels"), tmp_path)
+    assert not (tmp_path / "latent-adapter.data.safetensors").exists()
 
 
 def test_the_heads_registry_lists_the_adapter():
