@@ -65,3 +65,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"cannot be resumed from ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else 'no detail'}); delete it to start that run "
             "afresh, or restore it from a copy") from e
+
+
+def resume_run(path: str | Path, run: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` to resume ``run`` from (None: there is none). Raises ValueError
+    naming the differing settings when the checkpoint was written by another run (its ``run``
+    entry), and :class:`CheckpointError` when it is damaged."""
+    if not Path(path).exists():
+        return None
+    state = load_checkpoint(path)
+    if state["run"] != run:
+        diff = sorted(k for k in run if state["run"].get(k) != run[k])
+        raise ValueError(f"{path} is the checkpoint of another run (it differs in {', '.join(diff)}); "
+                         "delete it to start afresh, or train into another folder")
+    return state
+

@@ -32,11 +32,10 @@ from torch import Tensor, nn
 import mlcodec
 from mlcodec.checkpoint import atomic_path
 
-from .heads import synthesis_layout
+from .heads import LATENT_STRIDE, synthesis_layout
 from .judges import Judge, create_judge
 
 HEAD_NAME = "latent-adapter"
-LATENT_STRIDE = 16
 
 
 def crop_latent(y: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -51,9 +50,10 @@ def crop_latent(y: Tensor, image_size: tuple[int, int]) -> Tensor:
 class LatentAdapter(nn.Module):
     """``y_hat`` -> a judge's features at image stride ``16 >> stages``: the codec's own first
     ``stages`` synthesis stages (``synthesis``, a :func:`~mlcodec.tasks.heads.synthesis_prefix`,
-    frozen and saved with the adapter; none at stride 16), a 3x3 convolution to ``width``, ``depth`` inverted residual blocks (timm's, 5x5
-    depthwise, expansion ``expansion``, ReLU6) and a 1x1 projection + batch norm to the judge's
-    ``out_channels``, scaled by the judge's own per-channel feature statistics."""
+    frozen and saved with the adapter; none at stride 16), a 3x3 convolution to ``width``,
+    ``depth`` inverted residual blocks (timm's, 5x5 depthwise, expansion ``expansion``, ReLU6)
+    and a 1x1 projection + batch norm to the judge's ``out_channels``, scaled by the judge's own
+    per-channel feature statistics."""
 
     def __init__(self, in_channels: int, out_channels: int, width: int = 48, depth: int = 2,
                  expansion: float = 4.0, synthesis: nn.Sequential | None = None):

@@ -44,10 +44,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 import mlcodec
-from mlcodec.checkpoint import atomic_path, load_checkpoint, save_checkpoint
+from mlcodec.checkpoint import atomic_path, resume_run, save_checkpoint
 
-from .adapter import HEAD_NAME, LATENT_STRIDE, AdapterHead, build_head, crop_latent, save_adapter
-from .heads import synthesis_prefix
+from .adapter import HEAD_NAME, AdapterHead, build_head, crop_latent, save_adapter
+from .heads import LATENT_STRIDE, synthesis_prefix
 from .judges import Judge, create_judge
 
 log = logging.getLogger(__name__)
@@ -255,12 +255,8 @@ def train_adapter(config: AdapterConfig, out: str | Path, epochs: int = 8, batch
     result = AdapterResult(str(out / f"{HEAD_NAME}.safetensors"), run)
     gen = torch.Generator().manual_seed(config.seed)
     resume, start = out / f"{HEAD_NAME}.resume.pt", 1
-    if resume.exists():
-        state = load_checkpoint(resume)
-        if state["run"] != run:
-            diff = sorted(k for k in run if state["run"].get(k) != run[k])
-            raise ValueError(f"{resume} is the checkpoint of another run (it differs in {', '.join(diff)}); "
-                             "delete it to start afresh, or train into another folder")
+    state = resume_run(resume, run)
+    if state is not None:
         head.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])

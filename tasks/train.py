@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mlcodec.checkpoint import atomic_path, load_checkpoint, save_checkpoint
+from mlcodec.checkpoint import atomic_path, resume_run, save_checkpoint
 from mlcodec.registry import list_codecs
 
 from . import create_head, head_config
@@ -276,12 +276,8 @@ def train_head(
            "weight_decay": weight_decay, "seed": seed, "augment": augment, "stem": stem,
            "label_key": label_key, "train_dirs": [str(d) for d in train_dirs],
            "val_dirs": [str(d) for d in val_dirs]}
-    if resume.exists():  # tensors and plain values only, loaded with weights_only=True (no pickle)
-        state = load_checkpoint(resume)
-        if state["run"] != run:
-            diff = sorted(k for k in run if state["run"].get(k) != run[k])
-            raise ValueError(f"{resume} is the checkpoint of another run (it differs in {', '.join(diff)}); "
-                             f"delete it to start afresh, or train into another folder")
+    state = resume_run(resume, run)  # tensors and plain values only (weights_only=True: no pickle)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])

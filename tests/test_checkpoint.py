@@ -39,3 +39,16 @@ def test_a_damaged_checkpoint_names_the_file(tmp_path, damage):
                       "empty": b""}[damage])
     with pytest.raises(CheckpointError, match=f"{path}.*delete it"):
         load_checkpoint(path)
+
+
+def test_resume_run_returns_the_same_runs_checkpoint_and_refuses_another(tmp_path):
+    from mlcodec.checkpoint import resume_run
+
+    path = tmp_path / "run.resume.pt"
+    run = {"lr": 0.001, "epochs": 4, "seed": 0}
+    assert resume_run(path, run) is None
+    save_checkpoint({"run": run, "epoch": 2, "w": torch.ones(3)}, path)
+    state = resume_run(path, dict(run))
+    assert state["epoch"] == 2 and torch.equal(state["w"], torch.ones(3))
+    with pytest.raises(ValueError, match=r"checkpoint of another run \(it differs in epochs, lr\)"):
+        resume_run(path, {**run, "lr": 0.01, "epochs": 5})
