@@ -151,17 +151,11 @@ def main() -> None:
         rows.append(("whole decode_latents", per_image_ms(lambda: [codec.decode_latents(s) for s in streams],
                                                         args.n)))
         rows.append(("(format 2: float h_s + indexes)", per_image_ms(stage_float, args.n)))
-        # the scale-index step alone, on this run's accumulators: the CPU's bucket table against
-        # the log guess it replaced (both exact; tests/test_exact.py)
-        indexer, accs = hyper._indexer, []
-        hyper._indexer = lambda a: (accs.append(a.clone()), indexer(a))[1]
-        stage_exact()
-        hyper._indexer = indexer
-        table = indexer._buckets
-        rows.append(("  of which scale indexes (table)", per_image_ms(lambda: [indexer(a) for a in accs], args.n)))
-        indexer._buckets = None
-        rows.append(("  (scale indexes by log guess)", per_image_ms(lambda: [indexer(a) for a in accs], args.n)))
-        indexer._buckets = table
+        # the same integer network in torch ops alone (the path a GPU runs), against the CPU's
+        # kernels between the GEMMs (both exact; tests/test_exact.py)
+        kernels, hyper._cpu = hyper._cpu, None
+        rows.append(("(hyper-synthesis in torch ops)", per_image_ms(stage_exact, args.n)))
+        hyper._cpu = kernels
     macs = conv_macs(m.h_s, z_out[0][1][:1].float()) if hasattr(m, "h_s") else 0
     coded = sum(int((i > 5).sum()) for i, _ in exact_out) / args.n
     print(f"{args.n} crops {args.size}x{args.size}, quality {args.quality}, batch {args.batch}, 1 thread; "

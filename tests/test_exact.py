@@ -110,9 +110,14 @@ def test_golden_latents_in_a_fresh_process(name, threads, env):
     assert result["hashes"] == EXPECTED, name
 
 
-def test_fast_path_equals_the_numpy_reference_on_random_hyper_latents(codec):
-    """Shapes from 1x1 up, symbols beyond the clamp, qualities on and between the levels."""
+@pytest.mark.parametrize("path", ["cpu-kernels", "torch-ops"])
+def test_fast_path_equals_the_numpy_reference_on_random_hyper_latents(codec, path, monkeypatch):
+    """Shapes from 1x1 up, symbols beyond the clamp, qualities on and between the levels; on a
+    CPU through the integer kernels between the GEMMs, and through torch ops alone (a GPU's path)."""
     m, ex = codec.model, codec._hyper
+    assert ex._cpu is not None  # the shipped tables have a bucket index table, so CPUs take the kernels
+    if path == "torch-ops":
+        monkeypatch.setattr(ex, "_cpu", None)
     gen = torch.Generator().manual_seed(0)
     for shape, q in [((3, 1, 1), 0.0), ((2, 3, 5), 1.0), ((1, 8, 8), 0.5), ((4, 2, 7), 0.1234567),
                      ((1, 5, 3), 0.9)]:
@@ -134,6 +139,9 @@ def test_phase_gemms_equal_conv_transpose():
     expected = F.conv_transpose2d(x, w, stride=2, padding=2, output_padding=1)
     got = eh._Deconv(w, torch.device("cpu"), torch.float64)(x)
     assert torch.equal(got, expected)
+    acc = eh._Deconv(w, torch.device("cpu"), torch.float32).accumulate_cpu(x.float().numpy())  # (4, Cout, B, h, w)
+    for p, (ph, pw) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        assert torch.equal(acc[p].transpose(0, 1).double(), expected[:, :, ph::2, pw::2])
     assert np.array_equal(eref._np_deconv(x.long().numpy(), w.long().numpy()), expected.long().numpy())
 
 

@@ -28,9 +28,11 @@ vector unit, the torch build, the batch and the device. Following Ballé, Johnst
   ``highest`` while it runs. A transposed convolution (k5, s2) is four GEMMs, one per output
   phase, over the taps that phase uses.
 - **Requantization and the LeakyReLU** are integer steps: ``clamp((acc · M + 2^(S-1)) >> S)`` per
-  output channel, the 0.01 slope folded into a second multiplier for negative accumulators. The
-  fast path runs them in float64, where every intermediate is an integer below 2^53 and so exact;
-  the reference runs them in int64.
+  output channel, the 0.01 slope folded into a second multiplier for negative accumulators. In
+  torch ops (a GPU's path) they run in float64, where every intermediate is an integer below 2^53
+  and so exact; on a CPU, compiled kernels (:mod:`mlcodec.models.exact_kernels`) run them in int64
+  in one pass, with the phases' operands, interleaving and the scale indexes, as the reference
+  does in numpy.
 - **Quality-dependent constants** (the inverse hyper gain and the latent's inverse gain) come from
   the model's log-gain tables through :func:`exact_exp`, which uses only IEEE double additions,
   multiplications and divisions in Python floats: the same on every platform.
@@ -51,10 +53,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mlcodec.models import exact_kernels
 from mlcodec.models.exact_indexes import _ScaleIndexer
 
 #: fixed-point bits of the z medians (folded into a constant input channel of the first layer)
@@ -198,25 +202,38 @@ class _Deconv:
     uses (9, 6, 6 and 4 of the 9 taps): the sums of exactly the definition's products."""
 
     def __init__(self, w: Tensor, device: torch.device, dtype: torch.dtype) -> None:
-        cin = w.shape[0]
+        cin, self.cout = w.shape[:2]
         self.phases = []
+        #: per phase, its taps' input offsets (dh, dw) in the order of its weight's columns
+        self.offsets: list[tuple[np.ndarray, np.ndarray]] = []
         for ph in (0, 1):
             for pw in (0, 1):
                 taps = [(dh, dw) for dh in _PHASE_TAPS[ph] for dw in _PHASE_TAPS[pw]]
                 rows = torch.tensor([c * 9 + (dh + 1) * 3 + (dw + 1) for c in range(cin)
                                      for dh, dw in taps], device=device)
                 wp = torch.stack([w[:, :, 2 + ph - 2 * dh, 2 + pw - 2 * dw] for dh, dw in taps], 1)
-                wp = wp.permute(2, 0, 1).reshape(w.shape[1], -1)  # (Cout, Cin·taps), as rows
+                wp = wp.permute(2, 0, 1).reshape(self.cout, -1)  # (Cout, Cin·taps), as rows
                 self.phases.append((ph, pw, rows, wp.to(device, dtype)))
+                self.offsets.append((np.array([d for d, _ in taps], np.int64), np.array([d for _, d in taps], np.int64)))
 
     def __call__(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         cols = F.unfold(x, 3, padding=1).permute(1, 0, 2).reshape(c * 9, b * h * w)
-        out = x.new_empty(b, self.phases[0][3].shape[0], 2 * h, 2 * w)
+        out = x.new_empty(b, self.cout, 2 * h, 2 * w)
         for ph, pw, rows, wp in self.phases:
             acc = torch.mm(wp, cols.index_select(0, rows))  # exact: every |partial sum| < 2^24
             out[:, :, ph::2, pw::2] = acc.view(-1, b, h, w).transpose(0, 1)
         return out
+
+    def accumulate_cpu(self, x: np.ndarray) -> Tensor:
+        """The four phases' accumulators ``(4, Cout, B, h, w)`` for float32 ``x`` ``(B, Cin, h, w)``
+        on a CPU: each phase's GEMM operand built by :func:`exact_kernels.phase_columns`."""
+        b, c, h, w = x.shape
+        acc = torch.empty(4, self.cout, b * h * w)
+        for p, ((_, _, _, wp), (dhs, dws)) in enumerate(zip(self.phases, self.offsets)):
+            cols = exact_kernels.phase_columns(x, dhs, dws, np.empty((c * len(dhs), b * h * w), np.float32))
+            torch.mm(wp, torch.from_numpy(cols), out=acc[p])  # exact: every |partial sum| < 2^24
+        return acc.view(4, self.cout, b, h, w)
 
 
 def _requant(acc: Tensor, mult: Tensor, mult_neg: Tensor, shift: int, limit: int) -> Tensor:
@@ -272,6 +289,12 @@ class ExactHyperSynthesis:
         self._shifts = [int(s) for s in tables.shifts]
         self._mean_mult = col(tables.mean_mult)
         self._indexer = _ScaleIndexer(tables.thresholds.to(dev))
+        # the CPU kernels' int64 constants (exact_kernels), where the scale table has buckets
+        self._cpu = None
+        if self._indexer._buckets is not None:
+            i64 = lambda v: v.cpu().numpy().astype(np.int64)  # noqa: E731
+            self._cpu = ([i64(b) for b in tables.b[:2]], [i64(m) for m in tables.mult],
+                         [i64(m) for m in tables.mult_neg], i64(tables.mean_mult))
 
     def for_quality(self, quality: float) -> tuple[QualityConstants, _Deconv]:
         """The gains and layer 0's GEMM weight of one stored quality (cached)."""
@@ -317,6 +340,8 @@ class ExactHyperSynthesis:
 
     def _params(self, z_sym: Tensor, quality: float) -> tuple[Tensor, Tensor]:
         """:meth:`__call__` in one pass."""
+        if self._cpu is not None:
+            return self._params_cpu(z_sym, quality)
         t = self.tables
         _, deconv0 = self.for_quality(quality)
         z = z_sym.to(self.device, self.dtype).clamp(-t.z_max, t.z_max)
@@ -338,6 +363,38 @@ class ExactHyperSynthesis:
         means = means.mul_(2.0**-s).floor_().to(torch.int32)
         to_bchw = lambda v: v.view(m, b, h, wd).permute(1, 0, 2, 3).contiguous()  # noqa: E731
         return to_bchw(self._indexer(acc[:m])), to_bchw(means)
+
+    def _params_cpu(self, z_sym: Tensor, quality: float) -> tuple[Tensor, Tensor]:
+        """:meth:`_params` on a CPU: the same GEMMs, with the steps between them in the integer
+        kernels of :mod:`exact_kernels` (one pass each, no float64 copies; tested equal)."""
+        t = self.tables
+        bias, mult, mult_neg, mean_mult = self._cpu
+        _, deconv0 = self.for_quality(quality)
+        z = z_sym.to(self.dtype).clamp(-t.z_max, t.z_max)
+        x = torch.cat([z, torch.ones_like(z[:, :1])], 1).numpy()
+        b, _, h, w = x.shape
+        x1 = np.empty((b, deconv0.cout, 2 * h, 2 * w), np.float32)
+        # layer 1's outputs as (C, B, H, W): the 1x1 layer 2 reads them as its GEMM operand as they are
+        x2 = np.empty((self._deconv1.cout, b, 4 * h, 4 * w), np.float32)
+        prec = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+        try:
+            for i, (deconv, src, dst) in enumerate(((deconv0, x, x1), (self._deconv1, x1, x2.transpose(1, 0, 2, 3)))):
+                acc = deconv.accumulate_cpu(src).numpy()
+                exact_kernels.requant_phases(acc, bias[i], mult[i], mult_neg[i], self._shifts[i], t.hidden_max, dst)
+            if self._k != 1:
+                x2c = torch.from_numpy(x2).transpose(0, 1)
+                acc = self._gemm(self._w2, x2c.contiguous(), self._k)
+            else:
+                acc = torch.mm(self._w2, torch.from_numpy(x2.reshape(x2.shape[0], -1)))
+        finally:
+            torch.set_float32_matmul_precision(prec)
+        acc.add_(self._b[2].view(-1, 1))
+        m = acc.shape[0] // 2
+        idx = np.empty((b, m, 4 * h, 4 * w), np.int32)
+        means = np.empty_like(idx)
+        exact_kernels.indexes_and_means(acc.numpy(), self._indexer._buckets, mean_mult, self._shifts[2], idx, means)
+        return torch.from_numpy(idx), torch.from_numpy(means)
 
     def dequantize(self, y_sym: Tensor, means: Tensor, quality: float) -> Tensor:
         """The decoded latent ``(y symbols + mean) · inv_gain(q)``: float64 ops, one rounding to

@@ -1,0 +1,124 @@
+"""CPU kernels of the integer hyper-synthesis' steps between its GEMMs, compiled by numba.
+
+:class:`mlcodec.models.exact_hyper.ExactHyperSynthesis` spends its GEMMs' time on the
+multiply-accumulates and, in torch ops, as much again on what lies between them: the 3x3
+``unfold`` and the row gathers of each transposed-convolution phase, the float64
+requantization (seven passes over the activations), the phases' interleaving, the scale-index
+search and the permutes to ``(B, C, H, W)``. These kernels do each of those in one pass over
+integers, with the same definitions (``exact_reference`` is the specification; the fast path's
+values are tested equal to it):
+
+* :func:`phase_columns`: the GEMM operand of one output phase of a stride-2 transposed
+  convolution, ``(Cin · taps, B · h · w)``, straight from the input (zero outside it).
+* :func:`requant_phases`: ``clamp((acc · m + 2^(s-1)) >> s)`` with the LeakyReLU's second
+  multiplier, in int64, writing each phase's outputs to their interleaved positions.
+* :func:`indexes_and_means`: the scale channels' table indexes (count of thresholds below the
+  accumulator, by the bucket table of :class:`~mlcodec.models.exact_indexes._BucketIndexer`) and the mean channels' fixed-point means, ``(B, M, H, W)``.
+
+Numba is imported on first use, as for :mod:`mlcodec.rans`, and the machine code is cached.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from mlcodec.models.exact_indexes import _BucketIndexer
+
+
+def _phase_columns(x: np.ndarray, dhs: np.ndarray, dws: np.ndarray, out: np.ndarray) -> None:
+    b, c, h, w = x.shape
+    taps = len(dhs)
+    for ci in range(c):
+        for t in range(taps):
+            row = ci * taps + t
+            dh, dw = dhs[t], dws[t]
+            for bi in range(b):
+                for i in range(h):
+                    col = (bi * h + i) * w
+                    si = i + dh
+                    if si < 0 or si >= h:
+                        for j in range(w):
+                            out[row, col + j] = 0.0
+                        continue
+                    for j in range(w):
+                        sj = j + dw
+                        out[row, col + j] = x[bi, ci, si, sj] if 0 <= sj < w else 0.0
+
+
+def _requant_phases(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, mult_neg: np.ndarray,
+                    shift: int, limit: int, out: np.ndarray) -> None:
+    _, c, b, h, w = acc.shape
+    half = np.int64(1) << np.int64(shift - 1)
+    for p in range(4):
+        ph, pw = p >> 1, p & 1
+        for ci in range(c):
+            bc, m, mn = bias[ci], mult[ci], mult_neg[ci]
+            for bi in range(b):
+                for i in range(h):
+                    for j in range(w):
+                        a = np.int64(acc[p, ci, bi, i, j]) + bc
+                        v = (a * (m if a >= 0 else mn) + half) >> shift
+                        out[bi, ci, 2 * i + ph, 2 * j + pw] = min(max(v, -limit), limit)
+
+
+def _indexes_and_means(acc: np.ndarray, bits: np.ndarray, base: np.ndarray, value: np.ndarray,
+                       inc: np.ndarray, shift_bucket: int, one: int, mean_mult: np.ndarray, shift: int,
+                       idx: np.ndarray, means: np.ndarray) -> None:
+    b, m, h, w = idx.shape
+    hw, last = h * w, base.shape[1] - 1
+    half = np.int64(1) << np.int64(shift - 1)
+    for ci in range(m):
+        mm = mean_mult[ci]
+        for bi in range(b):
+            for r in range(hw):
+                e = bi * hw + r
+                k = min(max((bits[ci, e] >> shift_bucket) - one, 0), last)
+                i, j = r // w, r - (r // w) * w
+                idx[bi, ci, i, j] = base[ci, k] + (inc[ci, k] if value[ci, k] < acc[ci, e] else 0)
+                means[bi, ci, i, j] = (np.int64(acc[m + ci, e]) * mm + half) >> shift
+
+
+@functools.cache
+def _compiled(name: str):  # type: ignore[no-untyped-def]
+    from numba import njit
+
+    fn = {"phase_columns": _phase_columns, "requant_phases": _requant_phases,
+          "indexes_and_means": _indexes_and_means}[name]
+    try:
+        return njit(cache=True, nogil=True, boundscheck=False)(fn)
+    except RuntimeError:  # no writable cache location (read-only install and home)
+        return njit(nogil=True, boundscheck=False)(fn)
+
+
+def phase_columns(x: np.ndarray, dhs: np.ndarray, dws: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[c · T + t, (b · h + i) · w + j] = x[b, c, i + dh_t, j + dw_t]`` (0 outside ``x``):
+    the rows of a 3x3 unfold that one transposed-convolution phase uses, for ``x`` ``(B, C, h, w)``
+    float32 and tap offsets ``dhs``, ``dws`` (int64, each in -1..1)."""
+    _compiled("phase_columns")(x, dhs, dws, out)
+    return out
+
+
+def requant_phases(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, mult_neg: np.ndarray,
+                   shift: int, limit: int, out: np.ndarray) -> np.ndarray:
+    """``out[b, c, 2i + p_h, 2j + p_w] = clamp(((acc[p, c, b, i, j] + bias[c]) · m + 2^(s-1)) >> s)``
+    with ``m = mult[c]`` for a non-negative sum, else ``mult_neg[c]``: integer-valued float32
+    ``acc`` ``(4, C, B, h, w)`` (the phases' GEMMs), int64 constants, ``out`` any float32
+    ``(B, C, 2h, 2w)`` view."""
+    _compiled("requant_phases")(acc, bias, mult, mult_neg, shift, limit, out)
+    return out
+
+
+def indexes_and_means(acc: np.ndarray, buckets: _BucketIndexer, mean_mult: np.ndarray, shift: int,
+                      idx: np.ndarray, means: np.ndarray) -> None:
+    """From the last layer's accumulators ``acc`` ``(2M, B · H · W)`` (integer-valued float32, bias
+    added; rows ``< M`` scales, the rest means): ``idx`` = how many of the channel's thresholds lie
+    below the scale accumulator (the bucket table of :class:`_BucketIndexer`), ``means`` =
+    ``(acc · mean_mult + 2^(s-1)) >> s``; both int32 ``(B, M, H, W)``."""
+    m = idx.shape[1]
+    c = buckets.offset.shape[0]
+    _compiled("indexes_and_means")(acc, acc.view(np.int32), buckets.base.reshape(c, -1),
+                                   buckets.value.reshape(c, -1), buckets.inc.reshape(c, -1), buckets._SHIFT,
+                                   buckets._ONE - 1, mean_mult, shift, idx, means)
+    assert m == c
