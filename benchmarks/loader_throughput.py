@@ -24,10 +24,6 @@ import mlcodec
 from mlcodec.integrations.webdataset import SHARD_MTIME
 from mlcodec.data.sources import IterableSource
 
-
-
-
-
 from benchmarks.common import crops
 
 

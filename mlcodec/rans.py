@@ -58,16 +58,14 @@ def _decode(words, state, pos, indexes, cdfs, lengths, offsets, out):
         n = lengths[t]
         max_value = n - 2
         cum = np.int64(state & mask)
-        # first entry above cum, minus one: binary search over the table's n entries
-        lo, hi = 0, n
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if cdfs[t, mid] > cum:
-                hi = mid
-            else:
-                lo = mid + 1
-        s = lo - 1
-        if s < 0 or s >= n - 1:
+        # the last entry at or below cum: walk from the symbol of value 0, where most symbols lie
+        # (the tables are centred on the mean), a step or two, where a binary search takes log2(n)
+        s = min(max(-offsets[t], 0), n - 2)
+        while s > 0 and cdfs[t, s] > cum:
+            s -= 1
+        while s < n - 2 and cdfs[t, s + 1] <= cum:
+            s += 1
+        if cdfs[t, s] > cum or cdfs[t, s + 1] <= cum:
             return state, pos, i, BAD_STATE
         start = np.uint64(cdfs[t, s])
         freq = np.uint64(cdfs[t, s + 1] - cdfs[t, s])

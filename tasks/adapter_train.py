@@ -46,7 +46,7 @@ from tqdm import tqdm
 import mlcodec
 from mlcodec.checkpoint import atomic_path, resume_run, save_checkpoint
 
-from .adapter import HEAD_NAME, AdapterHead, build_head, crop_latent, save_adapter
+from .adapter import HEAD_NAME, AdapterHead, build_head, crop_latent, load_adapter, save_adapter
 from .heads import LATENT_STRIDE, synthesis_prefix
 from .judges import Judge, create_judge
 
@@ -217,13 +217,32 @@ def _val_agreement(head: AdapterHead, data: dict[str, Tensor], rows: Tensor) -> 
     return float(torch.cat(agree).mean()) if agree else float("nan")
 
 
+#: recipe entries that fix an adapter's weights' shapes and meaning: an ``init`` must share them
+_SHAPE_KEYS = ("judge", "codec", "stride", "width", "depth", "expansion")
+
+
+def _load_init(head: AdapterHead, path: str | Path, recipe: dict[str, Any], judge: Judge) -> str:
+    """Load the adapter at ``path`` into ``head`` (the tail too when it was fine-tuned); returns
+    its recipe digest. Refuses one of another judge, codec or shape."""
+    start, meta = load_adapter(path, judge)
+    differ = [k for k in _SHAPE_KEYS if meta["recipe"].get(k) != recipe[k]]
+    if differ:
+        raise ValueError(f"--init {path} is an adapter of another kind: its "
+                         + ", ".join(f"{k} is {meta['recipe'].get(k)!r}, not {recipe[k]!r}" for k in differ))
+    head.load_state_dict(start.state_dict())
+    return str(meta["recipe_digest"])
+
+
 def train_adapter(config: AdapterConfig, out: str | Path, epochs: int = 8, batch_size: int = 32,
                   lr: float = 3e-3, weight_decay: float = 1e-2, kl_weight: float = 0.0,
-                  tune_tail: bool = False, judge_weights: str | None = None,
+                  tune_tail: bool = False, judge_weights: str | None = None, init: str | Path | None = None,
                   progress: bool = True) -> AdapterResult:
     """Distil ``config.judge``'s front into a latent adapter for ``config.codec``; saves
     ``out/latent-adapter.safetensors`` (the last epoch) and its history. Resumes a killed run
-    from its last finished epoch; the distillation data are cached in ``out``."""
+    from its last finished epoch; the distillation data are cached in ``out``.
+
+    ``init``: an adapter checkpoint of the same judge, codec and shape to start from (a second
+    stage, e.g. with the KL term); its recipe digest becomes part of this run's recipe."""
     if config.teacher not in TEACHERS:  # before minutes of coding
         raise ValueError(f"teacher must be one of {', '.join(TEACHERS)}, not {config.teacher!r}")
     out = Path(out)
@@ -243,6 +262,7 @@ def train_adapter(config: AdapterConfig, out: str | Path, epochs: int = 8, batch
     decoded = config.teacher == "decoded"
     target_feats = data["decoded_features"] if decoded else feats
     head.adapter.set_feature_statistics(feats[~data["val"]])
+    init_digest = _load_init(head, init, asdict(config), judge) if init is not None else None
     scale = head.adapter.feature_scale
     ref = data["logits"][data["crop"][val_rows]].argmax(1)
     val_decoded = float((data["decoded_logits"][val_rows].argmax(1) == ref).float().mean())
@@ -250,7 +270,7 @@ def train_adapter(config: AdapterConfig, out: str | Path, epochs: int = 8, batch
     steps = epochs * math.ceil(len(train_rows) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps + 1, pct_start=0.1)
     run = {**asdict(config), "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-           "kl_weight": kl_weight, "tune_tail": tune_tail}
+           "kl_weight": kl_weight, "tune_tail": tune_tail, **({"init": init_digest} if init_digest else {})}
     run = json.loads(json.dumps(run))  # tuples as lists, as a checkpoint reads them back
     result = AdapterResult(str(out / f"{HEAD_NAME}.safetensors"), run)
     gen = torch.Generator().manual_seed(config.seed)

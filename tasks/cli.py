@@ -27,7 +27,7 @@ def cmd_train_adapter(args: argparse.Namespace) -> int:
     r = train_adapter(config, args.output, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr or 3e-3, weight_decay=1e-2 if args.weight_decay is None else args.weight_decay,
                       kl_weight=args.kl_weight, tune_tail=args.tune_judge, judge_weights=args.judge_weights,
-                      progress=not args.quiet)
+                      init=args.init, progress=not args.quiet)
     last = r.history[-1]
     print(f"latent-adapter for {args.judge} on {args.codec}: {len(r.history)} epochs, "
           f"agreement {last.val_agree:.4f} on held-back photos' crops (decode + judge "
@@ -152,6 +152,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--kl-weight", type=float, default=0.0,
                    help="weight of the KL term against the teacher's prediction (0: features only, faster)")
     a.add_argument("--tune-judge", action="store_true", help="also fine-tune the judge's tail (default: frozen)")
+    a.add_argument("--init", metavar="ADAPTER", help="start from this adapter checkpoint (same judge, codec and "
+                   "shape): a second stage, e.g. with --kl-weight")
     t.set_defaults(func=cmd_train_head)
 
     e = sub.add_parser("eval", help="task metric, or a judge's agreement with itself, vs bitrate for "

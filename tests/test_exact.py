@@ -289,3 +289,22 @@ def test_scale_indexer_equals_binary_search_on_every_path(codec):
     assert eidx._ScaleIndexer(close)._buckets is None
     expected = torch.searchsorted(close, acc.long().contiguous())
     assert torch.equal(eidx._ScaleIndexer(close)(acc).long(), expected)
+
+
+def test_kernels_load_before_the_fork_covers_every_signature_a_decode_needs():
+    """DataLoader workers inherit what ``exact_kernels.load()`` compiled in the parent: a decode
+    after it must not compile again (a compile in each worker costs seconds). In a fresh process,
+    so that no earlier test has compiled them."""
+    code = (
+        "import torch, mlcodec\n"
+        "from mlcodec.models import exact_kernels as k\n"
+        "k.load()\n"
+        "n = lambda: [len(k._compiled(f).signatures) for f in ('phase_columns', 'requant_phases', 'indexes_and_means')]\n"
+        "before = n()\n"
+        "c = mlcodec.create_codec('mlcodec-hyperprior')\n"
+        "c._hyper(torch.zeros(3, c.model.N, 2, 3, dtype=torch.int32), 0.5)\n"
+        "import json; print(json.dumps([before, n()]))\n"
+    )
+    before, after = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                              check=True).stdout)
+    assert before == after and min(before) >= 1

@@ -92,6 +92,20 @@ def _compiled(name: str):  # type: ignore[no-untyped-def]
         return njit(nogil=True, boundscheck=False)(fn)
 
 
+def load() -> None:
+    """Compile the kernels now, or load them from numba's cache, for the argument types the
+    hyper-synthesis passes (by calls on empty arrays), instead of on the first decode. The latent
+    loader calls it before DataLoader workers fork, so they inherit them."""
+    f32, i64 = np.empty((0, 0), np.float32), np.empty(0, np.int64)
+    phase_columns(np.empty((0, 0, 0, 0), np.float32), i64, i64, f32)
+    out = np.empty((3, 2, 2, 2), np.float32)  # no work is done: acc has no channels
+    for view in (out, out.transpose(1, 0, 2, 3)):  # contiguous, and the strided view of layer 1's outputs
+        requant_phases(np.empty((4, 0, 0, 0, 0), np.float32), i64, i64, i64, 1, 1, view)
+    idx = np.empty((0, 0, 0, 0), np.int32)
+    i16 = np.empty((0, 0), np.int16)
+    _compiled("indexes_and_means")(f32, f32.view(np.int32), i16, f32, i16, 0, 0, i64, 1, idx, idx)
+
+
 def phase_columns(x: np.ndarray, dhs: np.ndarray, dws: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out[c · T + t, (b · h + i) · w + j] = x[b, c, i + dh_t, j + dw_t]`` (0 outside ``x``):
     the rows of a 3x3 unfold that one transposed-convolution phase uses, for ``x`` ``(B, C, h, w)``
