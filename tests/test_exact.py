@@ -308,3 +308,15 @@ def test_kernels_load_before_the_fork_covers_every_signature_a_decode_needs():
     before, after = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                               check=True).stdout)
     assert before == after and min(before) >= 1
+
+
+def test_dequantize_kernel_equals_the_float64_ops(codec):
+    """The CPU's one-pass dequantization gives the bits of the torch ops a GPU runs, at qualities
+    on and between the levels, over the whole range of symbols and means."""
+    gen = torch.Generator().manual_seed(3)
+    for q in (0.0, 0.3, 0.77, 1.0):
+        y = torch.randint(-3000, 3000, (3, codec.model.M, 9, 11), generator=gen, dtype=torch.int32)
+        mu = torch.randint(-2**22, 2**22, y.shape, generator=gen, dtype=torch.int32)
+        ig = codec._hyper.for_quality(q)[0].inv_gain.view(1, -1, 1, 1)
+        expected = (y.double() + mu.double() * 2.0**-eh.MEAN_FRAC_BITS).mul_(ig).float()
+        assert torch.equal(codec._hyper.dequantize(y, mu, q), expected), q

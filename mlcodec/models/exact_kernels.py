@@ -13,7 +13,10 @@ values are tested equal to it):
 * :func:`requant_phases`: ``clamp((acc · m + 2^(s-1)) >> s)`` with the LeakyReLU's second
   multiplier, in int64, writing each phase's outputs to their interleaved positions.
 * :func:`indexes_and_means`: the scale channels' table indexes (count of thresholds below the
-  accumulator, by the bucket table of :class:`~mlcodec.models.exact_indexes._BucketIndexer`) and the mean channels' fixed-point means, ``(B, M, H, W)``.
+  accumulator, by the bucket table of :class:`~mlcodec.models.exact_indexes._BucketIndexer`) and
+  the mean channels' fixed-point means, ``(B, M, H, W)``.
+* :func:`dequantize`: the decoded latent from the symbols and means, in the float64 ops of the
+  torch path, in one pass.
 
 Numba is imported on first use, as for :mod:`mlcodec.rans`, and the machine code is cached.
 """
@@ -80,12 +83,22 @@ def _indexes_and_means(acc: np.ndarray, bits: np.ndarray, base: np.ndarray, valu
                 means[bi, ci, i, j] = (np.int64(acc[m + ci, e]) * mm + half) >> shift
 
 
+def _dequantize(y_sym: np.ndarray, means: np.ndarray, inv_gain: np.ndarray, frac: float, out: np.ndarray) -> None:
+    b, m, h, w = y_sym.shape
+    for bi in range(b):
+        for ci in range(m):
+            g = inv_gain[ci]
+            for i in range(h):
+                for j in range(w):  # float64: the mean is exact, then one rounding per op, as in torch
+                    out[bi, ci, i, j] = np.float32((np.float64(y_sym[bi, ci, i, j]) + np.float64(means[bi, ci, i, j]) * frac) * g)
+
+
 @functools.cache
 def _compiled(name: str):  # type: ignore[no-untyped-def]
     from numba import njit
 
     fn = {"phase_columns": _phase_columns, "requant_phases": _requant_phases,
-          "indexes_and_means": _indexes_and_means}[name]
+          "indexes_and_means": _indexes_and_means, "dequantize": _dequantize}[name]
     try:
         return njit(cache=True, nogil=True, boundscheck=False)(fn)
     except RuntimeError:  # no writable cache location (read-only install and home)
@@ -104,6 +117,7 @@ def load() -> None:
     idx = np.empty((0, 0, 0, 0), np.int32)
     i16 = np.empty((0, 0), np.int16)
     _compiled("indexes_and_means")(f32, f32.view(np.int32), i16, f32, i16, 0, 0, i64, 1, idx, idx)
+    dequantize(idx, idx, np.empty(0, np.float64), 1.0, out)
 
 
 def phase_columns(x: np.ndarray, dhs: np.ndarray, dws: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -136,3 +150,11 @@ def indexes_and_means(acc: np.ndarray, buckets: _BucketIndexer, mean_mult: np.nd
                                    buckets.value.reshape(c, -1), buckets.inc.reshape(c, -1), buckets._SHIFT,
                                    buckets._ONE - 1, mean_mult, shift, idx, means)
     assert m == c
+
+
+def dequantize(y_sym: np.ndarray, means: np.ndarray, inv_gain: np.ndarray, frac: float, out: np.ndarray) -> np.ndarray:
+    """``out = float32((y_sym + means · frac) · inv_gain[c])`` in float64 ops (each correctly
+    rounded, so the same bits as the torch ops of :meth:`ExactHyperSynthesis.dequantize`):
+    int32 ``y_sym`` and ``means`` ``(B, M, H, W)``, float64 ``inv_gain`` ``(M,)``."""
+    _compiled("dequantize")(y_sym, means, inv_gain, frac, out)
+    return out
