@@ -100,3 +100,8 @@ class StreamDecoder:
     def decode_array(self, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
         """The next ``indexes.size`` symbols as a flat int32 array (``indexes`` pick their CDFs)."""
         return self._dec.decode(indexes, tables.cdf_array, tables.length_array, tables.offset_array)
+
+    def decode_skipping(self, indexes: np.ndarray, tables: CdfTables, skip: int) -> tuple[np.ndarray, np.ndarray]:
+        """Symbols for every position (flat int32), zero where the index is at most ``skip`` (not
+        coded), and the symbols read from the stream, in order."""
+        return self._dec.decode_skipping(indexes, skip, tables.cdf_array, tables.length_array, tables.offset_array)

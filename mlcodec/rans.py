@@ -50,11 +50,15 @@ def _kernel():
         return njit(nogil=True, boundscheck=False)(_decode)
 
 
-def _decode(words, state, pos, indexes, cdfs, lengths, offsets, out):
+def _decode(words, state, pos, indexes, skip, cdfs, lengths, offsets, out, coded):
     mask = np.uint64((1 << PRECISION) - 1)
     n_words = words.shape[0]
+    k = 0  # symbols decoded so far
     for i in range(indexes.shape[0]):
         t = indexes[i]
+        if t <= skip:  # not in the stream: zero
+            out[i] = 0
+            continue
         n = lengths[t]
         max_value = n - 2
         cum = np.int64(state & mask)
@@ -66,13 +70,13 @@ def _decode(words, state, pos, indexes, cdfs, lengths, offsets, out):
         while s < n - 2 and cdfs[t, s + 1] <= cum:
             s += 1
         if cdfs[t, s] > cum or cdfs[t, s + 1] <= cum:
-            return state, pos, i, BAD_STATE
+            return state, pos, k, BAD_STATE
         start = np.uint64(cdfs[t, s])
         freq = np.uint64(cdfs[t, s + 1] - cdfs[t, s])
         state = freq * (state >> np.uint64(PRECISION)) + (state & mask) - start
         if state < _LOWER:
             if pos >= n_words:
-                return state, pos, i, TRUNCATED
+                return state, pos, k, TRUNCATED
             state = (state << np.uint64(32)) | np.uint64(words[pos])
             pos += 1
         value = np.int64(s)
@@ -84,7 +88,7 @@ def _decode(words, state, pos, indexes, cdfs, lengths, offsets, out):
                 state >>= np.uint64(BYPASS_BITS)
                 if state < _LOWER:
                     if pos >= n_words:
-                        return state, pos, i, TRUNCATED
+                        return state, pos, k, TRUNCATED
                     state = (state << np.uint64(32)) | np.uint64(words[pos])
                     pos += 1
                 if counting:
@@ -99,7 +103,9 @@ def _decode(words, state, pos, indexes, cdfs, lengths, offsets, out):
             else:
                 value += max_value
         out[i] = value + offsets[t]
-    return state, pos, indexes.shape[0], OK
+        coded[k] = out[i]
+        k += 1
+    return state, pos, k, OK
 
 
 def load() -> None:
@@ -126,14 +132,22 @@ class ArrayRansDecoder:
     def decode(self, indexes: np.ndarray, cdfs: np.ndarray, lengths: np.ndarray,
                offsets: np.ndarray) -> np.ndarray:
         """The next ``indexes.size`` symbols as a flat int32 array."""
+        out, _ = self.decode_skipping(indexes, -1, cdfs, lengths, offsets)
+        return out
+
+    def decode_skipping(self, indexes: np.ndarray, skip: int, cdfs: np.ndarray, lengths: np.ndarray,
+                        offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Symbols for every position of ``indexes``, flat int32, where those whose index is at
+        most ``skip`` are not in the stream and come out zero; and the symbols read (in order)."""
         idx = np.ascontiguousarray(indexes, dtype=np.int32).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(lengths)):
             raise IndexError(f"CDF indexes must lie in [0, {len(lengths)}), got {idx.min()}..{idx.max()}")
         out = np.empty(idx.size, dtype=np.int32)
-        state, self._pos, done, err = _kernel()(self._words, self._state, self._pos, idx, cdfs, lengths,
-                                                offsets, out)
+        coded = out if skip < 0 else np.empty(idx.size, dtype=np.int32)  # all read: the same values
+        state, self._pos, done, err = _kernel()(self._words, self._state, self._pos, idx, skip, cdfs, lengths,
+                                                offsets, out, coded)
         self._state = np.uint64(state)  # numba returns a Python int: keep one compiled signature
         if err != OK:
             what = "ended early" if err == TRUNCATED else "reached a state no CDF covers"
-            raise RansError(f"the rANS stream {what} at symbol {done} of {idx.size}: it is damaged")
-        return out
+            raise RansError(f"the rANS stream {what} at symbol {done} of {int((idx > skip).sum())}: it is damaged")
+        return out, coded[:done]

@@ -299,7 +299,7 @@ def test_kernels_load_before_the_fork_covers_every_signature_a_decode_needs():
         "import torch, mlcodec\n"
         "from mlcodec.models import exact_kernels as k\n"
         "k.load()\n"
-        "n = lambda: [len(k._compiled(f).signatures) for f in ('phase_columns', 'requant_phases', 'indexes_and_means')]\n"
+        "n = lambda: [len(k._compiled(f).signatures) for f in ('tap_columns', 'requant_phases', 'indexes_and_means', 'dequantize')]\n"
         "before = n()\n"
         "c = mlcodec.create_codec('mlcodec-hyperprior')\n"
         "c._hyper(torch.zeros(3, c.model.N, 2, 3, dtype=torch.int32), 0.5)\n"

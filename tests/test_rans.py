@@ -62,6 +62,20 @@ def test_an_empty_part_and_a_2d_index_array(tables):
     assert np.array_equal(dec.decode(torch.from_numpy(idx.reshape(8, 8)), tables[1]).numpy().ravel(), sym)
 
 
+def test_skipped_positions_come_out_zero_and_the_rest_in_order(tables):
+    """``decode_skipping`` (how format 3 reads y): positions whose index is at most ``skip`` are
+    not in the stream; the others decode as CompressAI wrote them, and come back compact too."""
+    rng = np.random.default_rng(11)
+    sym, idx = _random_part(rng, tables[1], 3000)
+    skip = 5
+    coded = idx > skip
+    assert 0 < coded.sum() < idx.size
+    dec = StreamDecoder(_encode([(sym[coded], idx[coded])], [tables[1]]))
+    full, read = dec.decode_skipping(idx, tables[1], skip)
+    assert np.array_equal(read, sym[coded])
+    assert np.array_equal(full[coded], sym[coded]) and not full[~coded].any()
+
+
 def test_a_cut_stream_raises_instead_of_reading_past_its_end(tables):
     rng = np.random.default_rng(3)
     sym, idx = _random_part(rng, tables[1], 4000)
@@ -118,5 +132,5 @@ def test_the_reader_compiles_where_numba_finds_no_cache_location(monkeypatch):
     cdfs, lengths = np.array([[0, 1 << 15, 1 << 16]], np.int32), np.array([3], np.int32)
     offsets = np.zeros(1, np.int32)
     out = np.empty(1, np.int32)
-    assert kernel(words, np.uint64(1 << 63), 2, np.zeros(1, np.int32), cdfs, lengths, offsets, out)[3] == 0
+    assert kernel(words, np.uint64(1 << 63), 2, np.zeros(1, np.int32), -1, cdfs, lengths, offsets, out, out)[3] == 0
     assert out[0] in (0, 1) and type(kernel._cache).__name__ == "NullCache"

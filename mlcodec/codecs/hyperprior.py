@@ -128,11 +128,10 @@ def _decode_y(tables: _CoderTables, decoders: list[entropy.StreamDecoder], y_idx
     """
     version = streams[0].header.version
     idx = y_idx.numpy()
-    coded = idx > SKIP_INDEX[version]
-    y_sym = np.zeros(idx.shape, dtype=np.int32)
+    y_sym = np.empty(idx.shape, dtype=np.int32)
     for i, d in enumerate(decoders):
         try:
-            values = d.decode_array(idx[i][coded[i]], tables.y)
+            full, values = d.decode_skipping(idx[i], tables.y, SKIP_INDEX[version])
             ok = version < 2 or _symbol_checksum(values) == streams[i].strings[1]
             why = "fails its checksum"
         except entropy.RansError as e:  # a desynchronised stream may run out of words first
@@ -147,7 +146,7 @@ def _decode_y(tables: _CoderTables, decoders: list[entropy.StreamDecoder], y_idx
                 f"floating-point hyperprior: e.g. another thread count, CPU or device); decode "
                 f"it where it was encoded, or re-encode the data in format 3 (mlcodec reencode)"
             )
-        y_sym[i][coded[i]] = values
+        y_sym[i] = full.reshape(idx.shape[1:])
     return torch.from_numpy(y_sym)
 
 

@@ -196,43 +196,57 @@ def layer0_weights(w0: Tensor, inv_hyper_gain: Tensor, tables: ExactTables) -> T
 _PHASE_TAPS = {p: [d for d in (-1, 0, 1) if 0 <= 2 + p - 2 * d < 5] for p in (0, 1)}
 
 
+#: the 3x3 taps (dh, dw) ordered so that every output phase's taps are one contiguous run: the
+#: GEMM operand of a phase is then a slice of one tap-major 3x3 unfold, not a gathered copy
+_TAP_ORDER = [(-1, 0), (-1, 1), (0, 0), (0, 1), (1, 0), (1, 1), (0, -1), (1, -1), (-1, -1)]
+
+
+def _phase_span(ph: int, pw: int) -> tuple[int, int]:
+    """The run of :data:`_TAP_ORDER` holding exactly the taps of output phase ``(ph, pw)``."""
+    at = [i for i, (dh, dw) in enumerate(_TAP_ORDER) if dh in _PHASE_TAPS[ph] and dw in _PHASE_TAPS[pw]]
+    assert at == list(range(at[0], at[-1] + 1)), (ph, pw)
+    return at[0], at[-1] + 1
+
+
 class _Deconv:
     """A (Cin, Cout, 5, 5) stride-2 transposed convolution (padding 2, output padding 1) as four
-    GEMMs, one per output phase, over the rows of a 3x3 ``unfold`` of the input that the phase
-    uses (9, 6, 6 and 4 of the 9 taps): the sums of exactly the definition's products."""
+    GEMMs, one per output phase, each over the taps that phase uses (9, 6, 6 and 4 of the 3x3
+    window): the sums of exactly the definition's products. The operand is one 3x3 unfold of the
+    input, tap-major in :data:`_TAP_ORDER`, and each phase reads a slice of its rows."""
 
     def __init__(self, w: Tensor, device: torch.device, dtype: torch.dtype) -> None:
         cin, self.cout = w.shape[:2]
+        self.cin = cin
         self.phases = []
-        #: per phase, its taps' input offsets (dh, dw) in the order of its weight's columns
-        self.offsets: list[tuple[np.ndarray, np.ndarray]] = []
         for ph in (0, 1):
             for pw in (0, 1):
-                taps = [(dh, dw) for dh in _PHASE_TAPS[ph] for dw in _PHASE_TAPS[pw]]
-                rows = torch.tensor([c * 9 + (dh + 1) * 3 + (dw + 1) for c in range(cin)
-                                     for dh, dw in taps], device=device)
-                wp = torch.stack([w[:, :, 2 + ph - 2 * dh, 2 + pw - 2 * dw] for dh, dw in taps], 1)
-                wp = wp.permute(2, 0, 1).reshape(self.cout, -1)  # (Cout, Cin·taps), as rows
-                self.phases.append((ph, pw, rows, wp.to(device, dtype)))
-                self.offsets.append((np.array([d for d, _ in taps], np.int64), np.array([d for _, d in taps], np.int64)))
+                t0, t1 = _phase_span(ph, pw)
+                wp = torch.stack([w[:, :, 2 + ph - 2 * dh, 2 + pw - 2 * dw] for dh, dw in _TAP_ORDER[t0:t1]])
+                wp = wp.permute(2, 0, 1).reshape(self.cout, -1)  # (Cout, taps·Cin): columns tap-major
+                self.phases.append((ph, pw, slice(t0 * cin, t1 * cin), wp.to(device, dtype)))
+        self._unfold_rows = torch.tensor([(dh + 1) * 3 + (dw + 1) for dh, dw in _TAP_ORDER], device=device)
+        self._dh = np.array([dh for dh, _ in _TAP_ORDER], np.int64)
+        self._dw = np.array([dw for _, dw in _TAP_ORDER], np.int64)
 
     def __call__(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        cols = F.unfold(x, 3, padding=1).permute(1, 0, 2).reshape(c * 9, b * h * w)
+        cols = F.unfold(x, 3, padding=1).view(b, c, 9, h * w).index_select(2, self._unfold_rows)
+        cols = cols.permute(2, 1, 0, 3).reshape(9 * c, b * h * w)  # tap-major rows
         out = x.new_empty(b, self.cout, 2 * h, 2 * w)
         for ph, pw, rows, wp in self.phases:
-            acc = torch.mm(wp, cols.index_select(0, rows))  # exact: every |partial sum| < 2^24
+            acc = torch.mm(wp, cols[rows])  # exact: every |partial sum| < 2^24
             out[:, :, ph::2, pw::2] = acc.view(-1, b, h, w).transpose(0, 1)
         return out
 
     def accumulate_cpu(self, x: np.ndarray) -> Tensor:
         """The four phases' accumulators ``(4, Cout, B, h, w)`` for float32 ``x`` ``(B, Cin, h, w)``
-        on a CPU: each phase's GEMM operand built by :func:`exact_kernels.phase_columns`."""
+        on a CPU, the unfold built by :func:`exact_kernels.tap_columns`."""
         b, c, h, w = x.shape
+        cols = torch.from_numpy(exact_kernels.tap_columns(x, self._dh, self._dw,
+                                                          np.empty((9 * c, b * h * w), np.float32)))
         acc = torch.empty(4, self.cout, b * h * w)
-        for p, ((_, _, _, wp), (dhs, dws)) in enumerate(zip(self.phases, self.offsets)):
-            cols = exact_kernels.phase_columns(x, dhs, dws, np.empty((c * len(dhs), b * h * w), np.float32))
-            torch.mm(wp, torch.from_numpy(cols), out=acc[p])  # exact: every |partial sum| < 2^24
+        for p, (_, _, rows, wp) in enumerate(self.phases):
+            torch.mm(wp, cols[rows], out=acc[p])  # exact: every |partial sum| < 2^24
         return acc.view(4, self.cout, b, h, w)
 
 

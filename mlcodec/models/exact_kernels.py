@@ -8,8 +8,8 @@ search and the permutes to ``(B, C, H, W)``. These kernels do each of those in o
 integers, with the same definitions (``exact_reference`` is the specification; the fast path's
 values are tested equal to it):
 
-* :func:`phase_columns`: the GEMM operand of one output phase of a stride-2 transposed
-  convolution, ``(Cin · taps, B · h · w)``, straight from the input (zero outside it).
+* :func:`tap_columns`: the GEMM operand of a stride-2 transposed convolution's phases, a 3x3
+  unfold ``(taps · Cin, B · h · w)`` in the tap order that makes each phase's rows one slice.
 * :func:`requant_phases`: ``clamp((acc · m + 2^(s-1)) >> s)`` with the LeakyReLU's second
   multiplier, in int64, writing each phase's outputs to their interleaved positions.
 * :func:`indexes_and_means`: the scale channels' table indexes (count of thresholds below the
@@ -30,13 +30,13 @@ import numpy as np
 from mlcodec.models.exact_indexes import _BucketIndexer
 
 
-def _phase_columns(x: np.ndarray, dhs: np.ndarray, dws: np.ndarray, out: np.ndarray) -> None:
+def _tap_columns(x: np.ndarray, dhs: np.ndarray, dws: np.ndarray, out: np.ndarray) -> None:
     b, c, h, w = x.shape
-    taps = len(dhs)
-    for ci in range(c):
-        for t in range(taps):
-            row = ci * taps + t
-            dh, dw = dhs[t], dws[t]
+    for t in range(len(dhs)):
+        dh, dw = dhs[t], dws[t]
+        j0, j1 = max(0, -dw), min(w, w - dw)  # the columns whose source lies inside x
+        for ci in range(c):
+            row = t * c + ci
             for bi in range(b):
                 for i in range(h):
                     col = (bi * h + i) * w
@@ -45,9 +45,12 @@ def _phase_columns(x: np.ndarray, dhs: np.ndarray, dws: np.ndarray, out: np.ndar
                         for j in range(w):
                             out[row, col + j] = 0.0
                         continue
-                    for j in range(w):
-                        sj = j + dw
-                        out[row, col + j] = x[bi, ci, si, sj] if 0 <= sj < w else 0.0
+                    for j in range(j0):
+                        out[row, col + j] = 0.0
+                    for j in range(j0, j1):
+                        out[row, col + j] = x[bi, ci, si, j + dw]
+                    for j in range(j1, w):
+                        out[row, col + j] = 0.0
 
 
 def _requant_phases(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, mult_neg: np.ndarray,
@@ -97,7 +100,7 @@ def _dequantize(y_sym: np.ndarray, means: np.ndarray, inv_gain: np.ndarray, frac
 def _compiled(name: str):  # type: ignore[no-untyped-def]
     from numba import njit
 
-    fn = {"phase_columns": _phase_columns, "requant_phases": _requant_phases,
+    fn = {"tap_columns": _tap_columns, "requant_phases": _requant_phases,
           "indexes_and_means": _indexes_and_means, "dequantize": _dequantize}[name]
     try:
         return njit(cache=True, nogil=True, boundscheck=False)(fn)
@@ -110,7 +113,7 @@ def load() -> None:
     hyper-synthesis passes (by calls on empty arrays), instead of on the first decode. The latent
     loader calls it before DataLoader workers fork, so they inherit them."""
     f32, i64 = np.empty((0, 0), np.float32), np.empty(0, np.int64)
-    phase_columns(np.empty((0, 0, 0, 0), np.float32), i64, i64, f32)
+    tap_columns(np.empty((0, 0, 0, 0), np.float32), i64, i64, f32)
     out = np.empty((3, 2, 2, 2), np.float32)  # no work is done: acc has no channels
     for view in (out, out.transpose(1, 0, 2, 3)):  # contiguous, and the strided view of layer 1's outputs
         requant_phases(np.empty((4, 0, 0, 0, 0), np.float32), i64, i64, i64, 1, 1, view)
@@ -120,11 +123,11 @@ def load() -> None:
     dequantize(idx, idx, np.empty(0, np.float64), 1.0, out)
 
 
-def phase_columns(x: np.ndarray, dhs: np.ndarray, dws: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out[c · T + t, (b · h + i) · w + j] = x[b, c, i + dh_t, j + dw_t]`` (0 outside ``x``):
-    the rows of a 3x3 unfold that one transposed-convolution phase uses, for ``x`` ``(B, C, h, w)``
-    float32 and tap offsets ``dhs``, ``dws`` (int64, each in -1..1)."""
-    _compiled("phase_columns")(x, dhs, dws, out)
+def tap_columns(x: np.ndarray, dhs: np.ndarray, dws: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[t · C + c, (b · h + i) · w + j] = x[b, c, i + dh_t, j + dw_t]`` (0 outside ``x``): a 3x3
+    unfold of ``x`` ``(B, C, h, w)`` float32, tap-major, for tap offsets ``dhs``, ``dws`` (int64,
+    each in -1..1)."""
+    _compiled("tap_columns")(x, dhs, dws, out)
     return out
 
 
