@@ -30,7 +30,8 @@ QUALITIES = [round(q, 1) for q in np.arange(0.1, 0.91, 0.1)]
 ISAS = {"AVX2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
                  "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
         "default ISA": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
-                        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}}
+                        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+                        "NUMBA_CPU_NAME": "generic"}}
 
 
 def make_crops(photo_dirs: list[str], n: int, out: Path) -> None:

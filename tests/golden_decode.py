@@ -39,5 +39,9 @@ if __name__ == "__main__":
     threads, batch = int(sys.argv[1]), int(sys.argv[2])
     folder = Path(sys.argv[3]) if len(sys.argv) > 3 else GOLDEN
     torch.set_num_threads(threads)
-    print(json.dumps({"threads": torch.get_num_threads(), "hashes": decode_hashes(batch, folder),
-                      "capability": torch.backends.cpu.get_cpu_capability()}))
+    hashes = decode_hashes(batch, folder)
+    import numba  # after the decode, which imported it for its kernels
+
+    print(json.dumps({"threads": torch.get_num_threads(), "hashes": hashes,
+                      "capability": torch.backends.cpu.get_cpu_capability(),
+                      "numba_cpu": numba.config.CPU_NAME or "host"}))

@@ -76,24 +76,26 @@ def test_released_unified_streams_still_decode():
 
 def test_released_unified_streams_in_a_fresh_process_on_the_default_isa():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default",
-           "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}
+           "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "NUMBA_CPU_NAME": "generic"}
     out = subprocess.run([sys.executable, str(Path(__file__).parent / "golden_decode.py"), "1", "16",
                           str(GOLDEN_UNIFIED)], env=env, capture_output=True, text=True, timeout=300,
                          check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["capability"].lower() == "default"
+    assert result["capability"].lower() == "default" and result["numba_cpu"] == "generic"
     assert result["hashes"] == {k: v["latent_sha256"] for k, v in UNIFIED.items()}
 
 
 #: (name, torch threads, environment): lower instruction sets for ATen's kernels, oneDNN's
-#: convolutions and MKL's GEMMs, each set in a fresh process before torch loads
+#: convolutions, MKL's GEMMs and numba's kernels (compiled for a generic x86-64 CPU), each set in
+#: a fresh process before torch loads
 SETTINGS = [
     ("1 thread", 1, {}),
     ("2 threads", 2, {}),
     ("AVX2", 2, {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
                  "MKL_ENABLE_INSTRUCTIONS": "AVX2"}),
     ("default ISA", 1, {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
-                        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}),
+                        "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+                        "NUMBA_CPU_NAME": "generic"}),
 ]
 
 
@@ -105,8 +107,9 @@ def test_golden_latents_in_a_fresh_process(name, threads, env):
                          capture_output=True, text=True, timeout=300, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["threads"] == threads
-    if "ATEN_CPU_CAPABILITY" in env:  # the setting took effect
+    if "ATEN_CPU_CAPABILITY" in env:  # the settings took effect
         assert result["capability"].lower() == env["ATEN_CPU_CAPABILITY"]
+    assert result["numba_cpu"] == env.get("NUMBA_CPU_NAME", "host")
     assert result["hashes"] == EXPECTED, name
 
 
