@@ -142,9 +142,10 @@ def test_phase_gemms_equal_conv_transpose():
     expected = F.conv_transpose2d(x, w, stride=2, padding=2, output_padding=1)
     got = eh._Deconv(w, torch.device("cpu"), torch.float64)(x)
     assert torch.equal(got, expected)
-    acc = eh._Deconv(w, torch.device("cpu"), torch.float32).accumulate_cpu(x.float().numpy())  # (4, Cout, B, h, w)
+    # the CPU's operand takes channels first and gives the phases' accumulators (4, Cout, B, h, w)
+    acc = eh._Deconv(w, torch.device("cpu"), torch.float32).accumulate_cpu(x.float().transpose(0, 1).contiguous().numpy())
     for p, (ph, pw) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
-        assert torch.equal(acc[p].transpose(0, 1).double(), expected[:, :, ph::2, pw::2])
+        assert torch.equal(torch.from_numpy(acc[p]).transpose(0, 1).double(), expected[:, :, ph::2, pw::2])
     assert np.array_equal(eref._np_deconv(x.long().numpy(), w.long().numpy()), expected.long().numpy())
 
 

@@ -238,16 +238,16 @@ class _Deconv:
             out[:, :, ph::2, pw::2] = acc.view(-1, b, h, w).transpose(0, 1)
         return out
 
-    def accumulate_cpu(self, x: np.ndarray) -> Tensor:
-        """The four phases' accumulators ``(4, Cout, B, h, w)`` for float32 ``x`` ``(B, Cin, h, w)``
-        on a CPU, the unfold built by :func:`exact_kernels.tap_columns`."""
-        b, c, h, w = x.shape
+    def accumulate_cpu(self, x: np.ndarray) -> np.ndarray:
+        """The four phases' accumulators ``(4, Cout, B, h, w)`` for float32 ``x`` ``(Cin, B, h, w)``
+        (channels first) on a CPU, the unfold built by :func:`exact_kernels.tap_columns`."""
+        c, b, h, w = x.shape
         cols = torch.from_numpy(exact_kernels.tap_columns(x, self._dh, self._dw,
                                                           np.empty((9 * c, b * h * w), np.float32)))
         acc = torch.empty(4, self.cout, b * h * w)
         for p, (_, _, rows, wp) in enumerate(self.phases):
             torch.mm(wp, cols[rows], out=acc[p])  # exact: every |partial sum| < 2^24
-        return acc.view(4, self.cout, b, h, w)
+        return acc.view(4, self.cout, b, h, w).numpy()
 
 
 def _requant(acc: Tensor, mult: Tensor, mult_neg: Tensor, shift: int, limit: int) -> Tensor:
@@ -380,27 +380,25 @@ class ExactHyperSynthesis:
 
     def _params_cpu(self, z_sym: Tensor, quality: float) -> tuple[Tensor, Tensor]:
         """:meth:`_params` on a CPU: the same GEMMs, with the steps between them in the integer
-        kernels of :mod:`exact_kernels` (one pass each, no float64 copies; tested equal)."""
+        kernels of :mod:`exact_kernels`, channels first throughout (one pass each; tested equal)."""
         t = self.tables
         bias, mult, mult_neg, mean_mult = self._cpu
         _, deconv0 = self.for_quality(quality)
-        z = z_sym.to(self.dtype).clamp(-t.z_max, t.z_max)
-        x = torch.cat([z, torch.ones_like(z[:, :1])], 1).numpy()
-        b, _, h, w = x.shape
-        x1 = np.empty((b, deconv0.cout, 2 * h, 2 * w), np.float32)
-        # layer 1's outputs as (C, B, H, W): the 1x1 layer 2 reads them as its GEMM operand as they are
-        x2 = np.empty((self._deconv1.cout, b, 4 * h, 4 * w), np.float32)
+        b, n, h, w = z_sym.shape
+        x = np.ones((n + 1, b, h, w), np.float32)  # channels first; the last the constant ones
+        x[:n] = z_sym.to(self.dtype).clamp(-t.z_max, t.z_max).transpose(0, 1).numpy()
         prec = torch.get_float32_matmul_precision()
         torch.set_float32_matmul_precision("highest")
         try:
-            for i, (deconv, src, dst) in enumerate(((deconv0, x, x1), (self._deconv1, x1, x2.transpose(1, 0, 2, 3)))):
-                acc = deconv.accumulate_cpu(src).numpy()
-                exact_kernels.requant_phases(acc, bias[i], mult[i], mult_neg[i], self._shifts[i], t.hidden_max, dst)
-            if self._k != 1:
-                x2c = torch.from_numpy(x2).transpose(0, 1)
-                acc = self._gemm(self._w2, x2c.contiguous(), self._k)
+            for i, deconv in enumerate((deconv0, self._deconv1)):
+                acc = deconv.accumulate_cpu(x)
+                x = np.empty((deconv.cout, b, 2 * x.shape[2], 2 * x.shape[3]), np.float32)
+                exact_kernels.requant_phases(acc, bias[i], mult[i], mult_neg[i], self._shifts[i], t.hidden_max, x)
+            x2 = torch.from_numpy(x)  # (C, B, H, W): a 1x1 layer's operand as it is
+            if self._k == 1:
+                acc = torch.mm(self._w2, x2.reshape(x2.shape[0], -1))
             else:
-                acc = torch.mm(self._w2, torch.from_numpy(x2.reshape(x2.shape[0], -1)))
+                acc = self._gemm(self._w2, x2.transpose(0, 1).contiguous(), self._k)
         finally:
             torch.set_float32_matmul_precision(prec)
         acc.add_(self._b[2].view(-1, 1))
