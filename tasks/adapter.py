@@ -147,9 +147,9 @@ def build_head(judge: Judge, in_channels: int, recipe: dict[str, Any], synthesis
     return AdapterHead(adapter, tail, tune_tail)
 
 
-def load_adapter(path: str | Path, judge: Judge | None = None) -> tuple[AdapterHead, dict[str, Any]]:
-    """An adapter head from its checkpoint, with its judge's tail (the judge is rebuilt from its
-    registry name and weights unless given)."""
+def adapter_metadata(path: str | Path) -> dict[str, Any]:
+    """An adapter checkpoint's metadata (judge, codec, recipe, ...) without loading its weights.
+    Raises FileNotFoundError, or ValueError for a file that is not a latent-adapter checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No adapter checkpoint at {path}")
@@ -157,6 +157,13 @@ def load_adapter(path: str | Path, judge: Judge | None = None) -> tuple[AdapterH
         meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
     if meta.get("head") != HEAD_NAME:
         raise ValueError(f"{path} is not a latent-adapter checkpoint (head {meta.get('head')!r})")
+    return meta
+
+
+def load_adapter(path: str | Path, judge: Judge | None = None) -> tuple[AdapterHead, dict[str, Any]]:
+    """An adapter head from its checkpoint, with its judge's tail (the judge is rebuilt from its
+    registry name and weights unless given)."""
+    meta = adapter_metadata(path)
     judge = judge or create_judge(meta["judge"], meta.get("judge_weights"))
     if judge.name != meta["judge"]:
         raise ValueError(f"{path} adapts {meta['judge']}, not {judge.name}")

@@ -46,7 +46,7 @@ from tqdm import tqdm
 import mlcodec
 from mlcodec.checkpoint import atomic_path, resume_run, save_checkpoint
 
-from .adapter import HEAD_NAME, AdapterHead, build_head, crop_latent, load_adapter, save_adapter
+from .adapter import HEAD_NAME, AdapterHead, adapter_metadata, build_head, crop_latent, load_adapter, save_adapter
 from .heads import LATENT_STRIDE, synthesis_prefix
 from .judges import Judge, create_judge
 
@@ -221,15 +221,14 @@ def _val_agreement(head: AdapterHead, data: dict[str, Tensor], rows: Tensor) -> 
 _SHAPE_KEYS = ("judge", "codec", "stride", "width", "depth", "expansion")
 
 
-def _load_init(head: AdapterHead, path: str | Path, recipe: dict[str, Any], judge: Judge) -> str:
-    """Load the adapter at ``path`` into ``head`` (the tail too when it was fine-tuned); returns
-    its recipe digest. Refuses one of another judge, codec or shape."""
-    start, meta = load_adapter(path, judge)
+def _check_init(path: str | Path, recipe: dict[str, Any]) -> str:
+    """The recipe digest of the adapter checkpoint at ``path``, after checking (from its metadata
+    alone, before any data is built) that it is an adapter of the same judge, codec and shape."""
+    meta = adapter_metadata(path)
     differ = [k for k in _SHAPE_KEYS if meta["recipe"].get(k) != recipe[k]]
     if differ:
         raise ValueError(f"--init {path} is an adapter of another kind: its "
                          + ", ".join(f"{k} is {meta['recipe'].get(k)!r}, not {recipe[k]!r}" for k in differ))
-    head.load_state_dict(start.state_dict())
     return str(meta["recipe_digest"])
 
 
@@ -245,6 +244,7 @@ def train_adapter(config: AdapterConfig, out: str | Path, epochs: int = 8, batch
     stage, e.g. with the KL term); its recipe digest becomes part of this run's recipe."""
     if config.teacher not in TEACHERS:  # before minutes of coding
         raise ValueError(f"teacher must be one of {', '.join(TEACHERS)}, not {config.teacher!r}")
+    init_digest = _check_init(init, asdict(config)) if init is not None else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     judge = create_judge(config.judge, judge_weights)
@@ -262,7 +262,8 @@ def train_adapter(config: AdapterConfig, out: str | Path, epochs: int = 8, batch
     decoded = config.teacher == "decoded"
     target_feats = data["decoded_features"] if decoded else feats
     head.adapter.set_feature_statistics(feats[~data["val"]])
-    init_digest = _load_init(head, init, asdict(config), judge) if init is not None else None
+    if init is not None:  # the tail too, where the first stage fine-tuned it
+        head.load_state_dict(load_adapter(init, judge)[0].state_dict())
     scale = head.adapter.feature_scale
     ref = data["logits"][data["crop"][val_rows]].argmax(1)
     val_decoded = float((data["decoded_logits"][val_rows].argmax(1) == ref).float().mean())

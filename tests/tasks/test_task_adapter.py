@@ -146,6 +146,17 @@ def test_train_save_load_round_trip_and_the_codec_check(tmp_path, judge, codec, 
     # a second run of the same recipe reuses the cached data
     train_adapter(config, tmp_path / "again", epochs=1, batch_size=8, progress=False)
     assert data_file.stat().st_mtime_ns == stamp
+    # a second stage starts from the first's weights (lr 0: they stay as loaded) and names it
+    second = train_adapter(config, tmp_path / "stage2", epochs=1, batch_size=8, lr=0.0, kl_weight=1.0,
+                           init=r.checkpoint, progress=False)
+    head2, meta2 = load_adapter(second.checkpoint, judge)
+    assert meta2["recipe"]["init"] == meta["recipe_digest"] and meta2["recipe_digest"] != meta["recipe_digest"]
+    params = dict(head.adapter.named_parameters())
+    assert all(torch.equal(v, params[k]) for k, v in head2.adapter.named_parameters())
+    wider = AdapterConfig("efficientnet-lite0", "mlcodec-hyperprior", (), crops_per_photo=3, width=16,
+                          depth=1, val_share=0.3)
+    with pytest.raises(ValueError, match="adapter of another kind: its width is 32, not 16"):
+        train_adapter(wider, tmp_path / "stage2-wider", epochs=1, batch_size=8, init=r.checkpoint, progress=False)
     # the checkpoint's tensors are the adapter's only (the judge's tail is the judge's)
     from safetensors import safe_open
 
