@@ -48,7 +48,7 @@ class DecodeStage:
         self.output, self.codec_name, self.decode_batch = output, codec, decode_batch
         self.on_error, self.device = on_error, device
         self.skipped = 0
-        self._codecs: dict[int, mlcodec.Codec] = {}
+        self._codecs: dict[tuple[int, bytes], mlcodec.Codec] = {}
         # here, so that forked DataLoader workers inherit them instead of paying for them each: the
         # compiled entropy decoder and integer kernels, and the learned codecs' module (importing
         # compressai takes about 2 s; building a codec in a worker then takes 0.2 s)
@@ -60,12 +60,12 @@ class DecodeStage:
         return {**self.__dict__, "_codecs": {}}  # codecs are rebuilt in each worker
 
     def _codec(self, bs: Bitstream) -> mlcodec.Codec:
-        cid = bs.header.codec_id
-        if cid not in self._codecs:
+        key = (bs.header.codec_id, bs.header.fingerprint)  # the fingerprint picks the release
+        if key not in self._codecs:
             codec = mlcodec.codec_for(bs, device=self.device) if self.codec_name is None \
                 else mlcodec.create_codec(self.codec_name, device=self.device)
-            self._codecs[cid] = codec
-        return self._codecs[cid]
+            self._codecs[key] = codec
+        return self._codecs[key]
 
     def _decode(self, streams: list[Bitstream]) -> list[torch.Tensor]:
         codec = self._codec(streams[0])
@@ -105,7 +105,7 @@ class DecodeStage:
 
     def __call__(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Unpack each sample's bitstream (checking its CRC) as it arrives and queue it with
-        others of its codec, latent shape, quality and format; a queue is decoded when it holds
+        others of its codec and weights, latent shape, quality and format; a queue is decoded when it holds
         ``decode_batch`` samples. Samples come out in the order they came in, so training batches
         mix qualities as the shuffled stream does. At most ``8 * decode_batch`` samples are held
         back: beyond that the queue holding the oldest is decoded as it is, so a stream of many
@@ -122,7 +122,7 @@ class DecodeStage:
                 self._fail(sample, e)
                 continue
             h = bs.header
-            key = (h.codec_id, h.latent_shape, h.quality, h.version)
+            key = (h.codec_id, h.fingerprint, h.latent_shape, h.quality, h.version)
             group = groups.setdefault(key, [])
             group.append((received, sample, bs))
             received += 1

@@ -127,13 +127,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decoder(data: bytes, cache: dict[int, Codec], spec: str | None = None) -> Codec:
+def _decoder(data: bytes, cache: dict[tuple[int, bytes], Codec], spec: str | None = None) -> Codec:
     """The codec for a bitstream: ``spec`` (e.g. ``NAME:WEIGHTS``) if given, else the one its header
-    names, with the packaged weights."""
-    cid = read_header(data).codec_id
-    if cid not in cache:
-        cache[cid] = create_codec(spec) if spec else codec_for(data)
-    return cache[cid]
+    names, with the packaged weights of the release that wrote it."""
+    h = read_header(data)
+    key = (h.codec_id, h.fingerprint)
+    if key not in cache:
+        cache[key] = create_codec(spec) if spec else codec_for(data)
+    return cache[key]
 
 
 def codec_arg(kind: str | None = None):
@@ -162,7 +163,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         return _decode_shards(args)
     files, _ = _inputs(args.files, {".mlc"})
     out = Path(args.output)
-    codecs: dict[int, Codec] = {}
+    codecs: dict[tuple[int, bytes], Codec] = {}
     for path, rel in tqdm(files, desc="decode", unit="img", disable=args.quiet):
         data = path.read_bytes()
         try:
@@ -212,7 +213,7 @@ def _decode_shards(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     shown, captions = [], []
-    codecs: dict[int, Codec] = {}
+    codecs: dict[tuple[int, bytes], Codec] = {}
     limit = args.first if args.first is not None else args.sample
     for s in iter_samples(shards):
         if (wanted and s.key not in wanted) or (chosen is not None and (s.shard, s.key) not in chosen):

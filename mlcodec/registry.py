@@ -8,6 +8,11 @@ objective), as ``NAME:WEIGHTS``::
 Such a spec works wherever a codec name does (shard jobs, loaders, ``--codec``); shard manifests
 record it with the weights' absolute path, and the fingerprint in every bitstream still checks
 that the weights are the ones it was written with.
+
+Released weights stay addressable when a codec's weights are replaced: ``NAME@N`` is the N-th
+release (``CodecConfig.earlier`` lists the packaged files of the earlier ones), and ``codec_for``
+picks the release whose fingerprint a stream carries, so streams and shards written with earlier
+weights keep decoding.
 """
 
 from __future__ import annotations
@@ -91,10 +96,19 @@ def codec_config(name: str) -> CodecConfig:
     becomes ``NAME:/absolute/path``). Raises ValueError for an unknown name or a codec that takes
     no weights file, FileNotFoundError for a missing file."""
     base, sep, weights = name.partition(":")
+    base, at, release = base.partition("@")
     try:
         config = _CODECS[base]
     except KeyError:
         raise ValueError(f"Unknown codec {base!r}; see mlcodec.list_codecs(): {list_codecs()}") from None
+    if at:
+        if sep:
+            raise ValueError(f"{name!r}: give a release (NAME@N) or weights (NAME:WEIGHTS), not both")
+        if not release.isdigit() or not 1 <= int(release) <= config.releases:
+            raise ValueError(f"{name!r}: {base} has releases @1..@{config.releases}")
+        n = int(release)
+        files = (*config.earlier, config.weights)
+        return dataclasses.replace(config, name=f"{base}@{n}", weights=files[n - 1])
     if not sep:
         return config
     if config.weights is None:
@@ -128,9 +142,17 @@ def create_codec(name: str = DEFAULT_CODEC, pretrained: bool = True, device: str
 
 
 def codec_for(data: bytes | Bitstream, pretrained: bool = True, device: str = "cpu") -> Codec:
-    """The codec that wrote an ``.mlc`` bitstream (bytes or parsed), from the codec id in its header."""
-    codec_id = (data.header if isinstance(data, Bitstream) else read_header(data)).codec_id
+    """The codec that wrote an ``.mlc`` bitstream (bytes or parsed): the codec id in its header
+    names the codec, and its weights fingerprint the release (the current weights where none of
+    the releases wrote it, whose decode then names the mismatch)."""
+    header = data.header if isinstance(data, Bitstream) else read_header(data)
     for c in _CODECS.values():
-        if c.codec_id == codec_id and c.kind == "learned":
+        if c.codec_id == header.codec_id and c.kind == "learned":
+            if not pretrained or c.releases == 1:
+                return create_codec(c.name, pretrained, device)
+            for n in range(c.releases, 0, -1):  # newest first: the usual case is one build
+                codec = create_codec(f"{c.name}@{n}", pretrained, device)
+                if header.fingerprint in codec.fingerprints(header.quality):
+                    return codec
             return create_codec(c.name, pretrained, device)
-    raise BitstreamError(f"bitstream names codec id {codec_id}, which this mlcodec does not know")
+    raise BitstreamError(f"bitstream names codec id {header.codec_id}, which this mlcodec does not know")

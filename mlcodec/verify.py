@@ -84,7 +84,7 @@ def verify(paths: Sequence[str | Path], codec: str | None = None, batch: int = 3
     from mlcodec.inspect import shard_manifest, weights_spec
 
     spec = codec or next(filter(None, (weights_spec(shard_manifest(p)) for p in paths)), None)
-    codecs: dict[int, Codec] = {}
+    codecs: dict[tuple[int, bytes], Codec] = {}
     report = VerifyReport()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -112,19 +112,19 @@ def verify(paths: Sequence[str | Path], codec: str | None = None, batch: int = 3
     return report
 
 
-def _decode_batch(batch: list[tuple[_Item, Bitstream]], codecs: dict[int, Codec], spec: str | None,
-                  report: VerifyReport) -> None:
-    by_codec: dict[int, list[tuple[_Item, Bitstream]]] = {}
-    for item, bs in batch:
-        by_codec.setdefault(bs.header.codec_id, []).append((item, bs))
-    for cid, group in by_codec.items():
+def _decode_batch(batch: list[tuple[_Item, Bitstream]], codecs: dict[tuple[int, bytes], Codec],
+                  spec: str | None, report: VerifyReport) -> None:
+    by_codec: dict[tuple[int, bytes], list[tuple[_Item, Bitstream]]] = {}
+    for item, bs in batch:  # by codec and weights: the fingerprint picks the release
+        by_codec.setdefault((bs.header.codec_id, bs.header.fingerprint), []).append((item, bs))
+    for key, group in by_codec.items():
         try:
-            if cid not in codecs:
-                codecs[cid] = create_codec(spec) if spec else codec_for(group[0][1])
+            if key not in codecs:
+                codecs[key] = create_codec(spec) if spec else codec_for(group[0][1])
         except (BitstreamError, ValueError, FileNotFoundError, RuntimeError) as e:
             report.failures += [Failure(item.where, f"no codec to decode it: {e}") for item, _ in group]
             continue
-        results, batch_error = decode_each(codecs[cid].decode_latents, [bs for _, bs in group])
+        results, batch_error = decode_each(codecs[key].decode_latents, [bs for _, bs in group])
         failed = [Failure(item.where, str(r)) for (item, _), r in zip(group, results)
                   if isinstance(r, Exception)]
         if batch_error is not None and not failed:

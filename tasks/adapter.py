@@ -186,7 +186,8 @@ def load_adapter(path: str | Path, judge: Judge | None = None) -> tuple[AdapterH
 def check_codec(meta: dict[str, Any], codec: mlcodec.Codec, quality: float) -> None:
     """Refuse latents of another codec or other weights than the adapter was trained on."""
     accepted = {f.hex() for f in codec.fingerprints(quality)}
-    if meta["codec"] != codec.config.name or not accepted & set(meta["fingerprints"]):
+    base = lambda name: name.partition(":")[0].partition("@")[0]  # noqa: E731 (releases: fingerprints decide)
+    if base(meta["codec"]) != base(codec.config.name) or not accepted & set(meta["fingerprints"]):
         raise ValueError(f"this adapter was trained on {meta['codec']} latents (weights "
                          f"{', '.join(meta['fingerprints'])}), not {codec.config.name} "
                          f"({codec.fingerprint(quality).hex()}): train one for this codec with "

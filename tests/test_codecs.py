@@ -275,3 +275,56 @@ def test_a_desynchronised_decoder_is_caught_by_the_symbol_checksum(photo, monkey
     # garbage either fails the checksum or runs out of words first; both name the likely cause
     with pytest.raises(mlcodec.BitstreamError, match="other entropy-model scales"):
         codec.decode_latent(data)
+
+
+def test_released_weights_stay_addressable_by_fingerprint(tmp_path, monkeypatch, noise_image):
+    """When a codec's weights are replaced, ``NAME@1`` still builds the first release and
+    ``codec_for`` picks the release a stream's fingerprint names: a file, a verify run and a loader
+    over shards mixing both releases decode every stream with the weights that wrote it."""
+    import dataclasses
+
+    import webdataset as wds
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from mlcodec import registry
+    from mlcodec.integrations.webdataset import latent_dataset
+    from mlcodec.verify import verify
+
+    config = registry.codec_config("mlcodec-hyperprior")
+    packaged = registry.pretrained_path(config)
+    state = load_file(str(packaged))
+    with safe_open(str(packaged), framework="pt") as f:
+        meta = f.metadata()
+    # "release 2": the latent's inverse gains nudged, so its latents differ and its fingerprint too
+    state["log_inv_gain"] = state["log_inv_gain"] + 0.01
+    new = tmp_path / "release2.safetensors"
+    save_file(state, str(new), metadata=meta)
+    monkeypatch.setitem(registry._CODECS, "mlcodec-hyperprior",
+                        dataclasses.replace(config, weights=str(new), earlier=(config.weights,)))
+
+    old_codec, new_codec = mlcodec.create_codec("mlcodec-hyperprior@1"), mlcodec.create_codec()
+    assert old_codec.config.name == "mlcodec-hyperprior@1" and new_codec.config.weights == str(new)
+    old, fresh = old_codec.compress(noise_image, 0.5), new_codec.compress(noise_image, 0.5)
+    assert read_header(old).fingerprint != read_header(fresh).fingerprint
+    assert mlcodec.codec_for(old).config.name == "mlcodec-hyperprior@1"
+    assert mlcodec.codec_for(fresh).config.name == "mlcodec-hyperprior@2"
+    expected = {"old": old_codec.decode_latent(old), "new": new_codec.decode_latent(fresh)}
+    assert not torch.equal(expected["old"], expected["new"])  # so a stream read by the other release shows
+    with pytest.raises(ValueError, match=r"has releases @1..@2"):
+        mlcodec.create_codec("mlcodec-hyperprior@3")
+    with pytest.raises(ValueError, match="not both"):
+        mlcodec.create_codec(f"mlcodec-hyperprior@1:{new}")
+
+    (tmp_path / "old.mlc").write_bytes(old)
+    (tmp_path / "new.mlc").write_bytes(fresh)
+    report = verify([tmp_path / "old.mlc", tmp_path / "new.mlc"], progress=False)
+    assert report.samples == 2 and not report.failures
+
+    shard = tmp_path / "mixed-000000.tar"
+    with wds.TarWriter(str(shard)) as w:
+        for i, name in enumerate(["old", "new", "old", "new"]):
+            w.write({"__key__": f"{i:04d}_{name}", "mlc": old if name == "old" else fresh, "cls": b"0"})
+    got = {s["__key__"]: s["latent"] for s in latent_dataset([str(shard)], decode_batch=4)}
+    assert len(got) == 4
+    assert all(torch.equal(y, expected[k.split("_")[1]]) for k, y in got.items())

@@ -24,6 +24,13 @@ class CodecConfig:
     builder: Any  # callable(config, pretrained: bool, device: str) -> Codec
     weights: str | None = None  # packaged safetensors file, for learned codecs
     file_extension: str = ".mlc"
+    #: packaged weights of earlier releases, oldest first: ``NAME@1`` is the first; ``NAME@N`` for
+    #: N = len(earlier) + 1 is ``weights``. Streams name theirs by fingerprint (``codec_for``).
+    earlier: tuple[str, ...] = ()
+
+    @property
+    def releases(self) -> int:
+        return len(self.earlier) + 1
 
 
 def check_quality(quality: float) -> float:
