@@ -3,8 +3,9 @@
 The loader goal of the shards issue is ``output="latent"`` at 2x the images/s of JPEG q90 decode +
 ToTensor. This script measures, per 256x256 image on one thread, JPEG decode + ToTensor and each
 stage of ``mlcodec-hyperprior``'s format-3 latent decode in batches (as the loader runs it):
-unpacking, ``z`` decoding, the integer hyper-synthesis (scale indexes and means; with the float
-hyper-synthesis + scale indexes of format 2 beside it, and the multiply-accumulate count),
+unpacking, ``z`` decoding, the integer hyper-synthesis (scale indexes and means, through the CPU's
+compiled kernels; beside it the same network in torch ops, the float hyper-synthesis + scale
+indexes of format 2, and the multiply-accumulate count),
 ``y`` decoding (rANS with the array-level reader of ``mlcodec.rans``; beside it, the same
 symbols through CompressAI's list-based ``RansDecoder``, as releases before read them) and the
 dequantization. The budget line is half of JPEG's time; the webdataset pipeline's own cost comes

@@ -36,6 +36,10 @@ PIXEL_FORMATS = {"(c) JPEG q90": ("jpg", {"format": "JPEG", "quality": 90, "subs
                  "(e) PNG": ("png", {"format": "PNG"})}
 
 
+PIXEL_ROW = " shards, PIL+ToTensor"
+JPEG_ROW = "(c) JPEG q90" + PIXEL_ROW  # the reference of every ratio
+
+
 def pixel_shards(images, out: Path, maxcount: int, field: str, options: dict) -> None:
     import webdataset as wds
 
@@ -128,7 +132,7 @@ def main() -> None:
         if not list(folder.glob("*.tar")):
             pixel_shards(images, folder, maxcount, field, options)
         urls = sorted(str(p) for p in folder.glob("*.tar"))
-        pipelines.append((f"{label} shards, PIL+ToTensor", lambda u=urls, f=field: pixel_dataset(u, f), folder))
+        pipelines.append((f"{label}{PIXEL_ROW}", lambda u=urls, f=field: pixel_dataset(u, f), folder))
     print(f"{args.n} images {args.size}x{args.size}; {args.codec} latent shards at quality {args.quality}: "
           f"{m.mean_bpp:.3f} bpp ("
           + ("reused: written by an earlier run)" if reused else f"shard job {args.n / enc_time:.1f} img/s)"))
@@ -142,7 +146,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, make, _ in pipelines:
                 runs[name].append(throughput(make(), workers, args.batch, args.n))
-        ref = statistics.median(runs[pipelines[-3][0]])  # JPEG q90
+        ref = statistics.median(runs[JPEG_ROW])
         for name, _, folder in pipelines:
             r = statistics.median(runs[name])
             rows.append({"pipeline": name, "bytes": du(folder), "workers": workers, "img_s": r,

@@ -1,3 +1,6 @@
+# One module of this size on purpose: the integer tables, their GEMM layout and both paths that
+# run them (torch ops on any device, the compiled kernels' driver on a CPU) change together; the
+# kernels themselves, the indexes and the numpy reference are modules of their own.
 """Integer hyper-synthesis: entropy parameters that every machine computes bit for bit alike.
 
 The range coder picks each latent symbol's CDF by its predicted scale, so the decoder must derive
