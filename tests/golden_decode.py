@@ -19,19 +19,19 @@ def golden_files(folder: Path = GOLDEN) -> list[Path]:
     return sorted(folder.glob("*.mlc"))
 
 
-def decode_hashes(batch: int, folder: Path = GOLDEN) -> dict[str, str]:
+def decode_hashes(batch: int, folder: Path = GOLDEN, device: str = "cpu") -> dict[str, str]:
     """Latent hashes of every golden stream in ``folder``, decoded ``batch`` streams per
     ``decode_latents`` call (the codec groups each call by shape and quality, so the 16 64x64
-    crops form real batches) by the codec their headers name (``codec_for``)."""
+    crops form real batches) by the codec their headers name (``codec_for``), on ``device``."""
     import mlcodec
 
     files = golden_files(folder)
-    codec = mlcodec.codec_for(files[0].read_bytes())
+    codec = mlcodec.codec_for(files[0].read_bytes(), device=device)
     out = {}
     for i in range(0, len(files), batch):
         chunk = files[i:i + batch]
         for f, y in zip(chunk, codec.decode_latents([f.read_bytes() for f in chunk])):
-            out[f.name] = hashlib.sha256(y.contiguous().numpy().astype("<f4").tobytes()).hexdigest()
+            out[f.name] = hashlib.sha256(y.cpu().contiguous().numpy().astype("<f4").tobytes()).hexdigest()
     return out
 
 

@@ -54,6 +54,19 @@ def test_golden_latents_equal_the_numpy_integer_reference(codec):
         assert hashlib.sha256(ref.astype("<f4").tobytes()).hexdigest() == EXPECTED[f.name], f.name
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here; runs where one is lent")
+@pytest.mark.parametrize("which", ["golden", "golden-unified"])
+def test_golden_latents_on_cuda(which, monkeypatch):
+    """The CPU-written golden streams decode on a GPU to the same latents, bit for bit: the
+    integer hyper-synthesis in torch ops there (TF32 off; the exact path also pins matmul
+    precision to highest), rANS on the CPU."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    folder, expected = (GOLDEN, EXPECTED) if which == "golden" else \
+        (GOLDEN_UNIFIED, {k: v["latent_sha256"] for k, v in UNIFIED.items()})
+    assert decode_hashes(7, folder, device="cuda") == expected
+
+
 def test_released_unified_streams_still_decode():
     """Streams of the released mlcodec-unified weights, written before any retraining: the
     codec id picks the codec, their fingerprint is one it accepts, and the latents are the
