@@ -33,9 +33,9 @@ vector unit, the torch build, the batch and the device. Following Ballé, Johnst
 - **Requantization and the LeakyReLU** are integer steps: ``clamp((acc · M + 2^(S-1)) >> S)`` per
   output channel, the 0.01 slope folded into a second multiplier for negative accumulators. In
   torch ops (a GPU's path) they run in float64, where every intermediate is an integer below 2^53
-  and so exact; on a CPU, compiled kernels (:mod:`mlcodec.models.exact_kernels`) run them in int64
-  in one pass, with the phases' operands, interleaving and the scale indexes, as the reference
-  does in numpy.
+  and so exact; on a CPU, compiled kernels (:mod:`mlcodec.models.exact_kernels`) run the same
+  float64 steps in one pass each, with the phases' operands, interleaving and the scale indexes;
+  the reference runs them in numpy int64.
 - **Quality-dependent constants** (the inverse hyper gain and the latent's inverse gain) come from
   the model's log-gain tables through :func:`exact_exp`, which uses only IEEE double additions,
   multiplications and divisions in Python floats: the same on every platform.
@@ -219,7 +219,6 @@ class _Deconv:
 
     def __init__(self, w: Tensor, device: torch.device, dtype: torch.dtype) -> None:
         cin, self.cout = w.shape[:2]
-        self.cin = cin
         self.phases = []
         for ph in (0, 1):
             for pw in (0, 1):
