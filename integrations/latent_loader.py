@@ -28,6 +28,7 @@ from mlcodec.bitstream import Bitstream, BitstreamError, unpack
 from mlcodec.codecs.decoding import decode_each
 from mlcodec.data.shard_fields import decode_label, decode_target
 from mlcodec.models import exact_kernels
+from mlcodec.registry import CodecCache
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class DecodeStage:
         self.output, self.codec_name, self.decode_batch = output, codec, decode_batch
         self.on_error, self.device = on_error, device
         self.skipped = 0
-        self._codecs: dict[tuple[int, bytes], mlcodec.Codec] = {}
+        self._codecs = CodecCache(codec, device)
         # here, so that forked DataLoader workers inherit them instead of paying for them each: the
         # compiled entropy decoder and integer kernels, and the learned codecs' module (importing
         # compressai takes about 2 s; building a codec in a worker then takes 0.06 s)
@@ -57,18 +58,11 @@ class DecodeStage:
         importlib.import_module("mlcodec.codecs.hyperprior")
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_codecs": {}}  # codecs are rebuilt in each worker
-
-    def _codec(self, bs: Bitstream) -> mlcodec.Codec:
-        key = (bs.header.codec_id, bs.header.fingerprint)  # the fingerprint picks the release
-        if key not in self._codecs:
-            codec = mlcodec.codec_for(bs, device=self.device) if self.codec_name is None \
-                else mlcodec.create_codec(self.codec_name, device=self.device)
-            self._codecs[key] = codec
-        return self._codecs[key]
+        # codecs are rebuilt in each worker
+        return {**self.__dict__, "_codecs": CodecCache(self.codec_name, self.device)}
 
     def _decode(self, streams: list[Bitstream]) -> list[torch.Tensor]:
-        codec = self._codec(streams[0])
+        codec = self._codecs(streams[0])  # one per codec id and fingerprint (release)
         if self.output == "latent":
             return codec.decode_latents(streams)
         from torchvision.transforms.functional import pil_to_tensor
@@ -106,8 +100,8 @@ class DecodeStage:
     def __call__(self, src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         """Unpack each sample's bitstream (checking its CRC) as it arrives and queue it with
         others of its codec and weights, latent shape, quality and format; a queue is decoded when
-        it holds ``decode_batch`` samples. Samples come out in the order they came in, so training batches
-        mix qualities as the shuffled stream does. At most ``8 * decode_batch`` samples are held
+        it holds ``decode_batch`` samples. Samples come out in the order they came in, so training
+        batches mix qualities as the shuffled stream does. At most ``8 * decode_batch`` samples are held
         back: beyond that the queue holding the oldest is decoded as it is, so a stream of many
         different shapes keeps flowing."""
         groups: dict[tuple, list[tuple[int, dict[str, Any], Bitstream]]] = {}

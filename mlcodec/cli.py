@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 from mlcodec.allocator import keep_freed_memory
 from mlcodec.bitstream import BitstreamError, read_header
-from mlcodec.codecs.base import DEFAULT_QUALITY, Codec
+from mlcodec.codecs.base import DEFAULT_QUALITY
 from mlcodec.data.photos import IMAGE_SUFFIXES
-from mlcodec.registry import DEFAULT_CODEC, codec_config, codec_for, create_codec, list_codecs
+from mlcodec.registry import DEFAULT_CODEC, CodecCache, codec_config, create_codec, list_codecs
 
 log = logging.getLogger("mlcodec")
 
@@ -127,16 +127,6 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decoder(data: bytes, cache: dict[tuple[int, bytes], Codec], spec: str | None = None) -> Codec:
-    """The codec for a bitstream: ``spec`` (e.g. ``NAME:WEIGHTS``) if given, else the one its header
-    names, with the packaged weights of the release that wrote it."""
-    h = read_header(data)
-    key = (h.codec_id, h.fingerprint)
-    if key not in cache:
-        cache[key] = create_codec(spec) if spec else codec_for(data)
-    return cache[key]
-
-
 def codec_arg(kind: str | None = None):
     """An argparse ``type`` for ``--codec``: a registered name, or ``NAME:WEIGHTS``."""
     def parse(text: str) -> str:
@@ -163,11 +153,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
         return _decode_shards(args)
     files, _ = _inputs(args.files, {".mlc"})
     out = Path(args.output)
-    codecs: dict[tuple[int, bytes], Codec] = {}
+    codecs = CodecCache(args.codec)
     for path, rel in tqdm(files, desc="decode", unit="img", disable=args.quiet):
         data = path.read_bytes()
         try:
-            image = _decoder(data, codecs, args.codec).decompress(data)
+            image = codecs(data).decompress(data)
         except BitstreamError as e:
             raise CliError(f"{path}: {e}") from e
         dest = (out / rel).with_suffix(".png")
@@ -213,7 +203,7 @@ def _decode_shards(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     shown, captions = [], []
-    codecs: dict[tuple[int, bytes], Codec] = {}
+    codecs = CodecCache(spec)
     limit = args.first if args.first is not None else args.sample
     for s in iter_samples(shards):
         if (wanted and s.key not in wanted) or (chosen is not None and (s.shard, s.key) not in chosen):
@@ -221,7 +211,7 @@ def _decode_shards(args: argparse.Namespace) -> int:
         if "mlc" not in s.fields:
             raise CliError(f"{s.shard} key {s.key}: no .mlc bitstream in the sample")
         try:
-            image = _decoder(s.fields["mlc"], codecs, spec).decompress(s.fields["mlc"])
+            image = codecs(s.fields["mlc"]).decompress(s.fields["mlc"])
         except BitstreamError as e:
             raise CliError(f"{s.shard} key {s.key}: {e}") from e
         image.save(out / f"{s.key}.png")

@@ -154,5 +154,24 @@ def codec_for(data: bytes | Bitstream, pretrained: bool = True, device: str = "c
                 codec = create_codec(f"{c.name}@{n}", pretrained, device)
                 if header.fingerprint in codec.fingerprints(header.quality):
                     return codec
-            return create_codec(c.name, pretrained, device)
+            return create_codec(c.name, pretrained, device)  # no release wrote it: decode names the mismatch
     raise BitstreamError(f"bitstream names codec id {header.codec_id}, which this mlcodec does not know")
+
+
+class CodecCache:
+    """The codecs that decode a run of streams, built once per codec id and weights fingerprint
+    (a release): ``spec`` (e.g. ``NAME:WEIGHTS``) for every stream when given, else the codec each
+    stream's header names (:func:`codec_for`). Used by the loader, ``mlcodec decode`` and
+    ``mlcodec verify``."""
+
+    def __init__(self, spec: str | None = None, device: str = "cpu") -> None:
+        self.spec, self.device = spec, device
+        self._codecs: dict[tuple[int, bytes], Codec] = {}
+
+    def __call__(self, data: bytes | Bitstream) -> Codec:
+        h = data.header if isinstance(data, Bitstream) else read_header(data)
+        key = (h.codec_id, h.fingerprint)
+        if key not in self._codecs:
+            self._codecs[key] = create_codec(self.spec, device=self.device) if self.spec \
+                else codec_for(data, device=self.device)
+        return self._codecs[key]

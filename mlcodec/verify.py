@@ -20,9 +20,8 @@ import torch
 from tqdm import tqdm
 
 from mlcodec.bitstream import PORTABLE_VERSIONS, Bitstream, BitstreamError, unpack
-from mlcodec.codecs.base import Codec
 from mlcodec.codecs.decoding import decode_each
-from mlcodec.registry import codec_for, create_codec
+from mlcodec.registry import CodecCache
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ def verify(paths: Sequence[str | Path], codec: str | None = None, batch: int = 3
     from mlcodec.inspect import shard_manifest, weights_spec
 
     spec = codec or next(filter(None, (weights_spec(shard_manifest(p)) for p in paths)), None)
-    codecs: dict[tuple[int, bytes], Codec] = {}
+    codecs = CodecCache(spec)
     report = VerifyReport()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -102,29 +101,27 @@ def verify(paths: Sequence[str | Path], codec: str | None = None, batch: int = 3
             report.versions[bs.header.version] += 1
             pending.append((item, bs))
             if len(pending) == batch:
-                _decode_batch(pending, codecs, spec, report)
+                _decode_batch(pending, codecs, report)
                 pending = []
         if pending:
-            _decode_batch(pending, codecs, spec, report)
+            _decode_batch(pending, codecs, report)
         bar.close()
     finally:
         torch.set_num_threads(old_threads)
     return report
 
 
-def _decode_batch(batch: list[tuple[_Item, Bitstream]], codecs: dict[tuple[int, bytes], Codec],
-                  spec: str | None, report: VerifyReport) -> None:
+def _decode_batch(batch: list[tuple[_Item, Bitstream]], codecs: CodecCache, report: VerifyReport) -> None:
     by_codec: dict[tuple[int, bytes], list[tuple[_Item, Bitstream]]] = {}
     for item, bs in batch:  # by codec and weights: the fingerprint picks the release
         by_codec.setdefault((bs.header.codec_id, bs.header.fingerprint), []).append((item, bs))
-    for key, group in by_codec.items():
+    for group in by_codec.values():
         try:
-            if key not in codecs:
-                codecs[key] = create_codec(spec) if spec else codec_for(group[0][1])
+            codec = codecs(group[0][1])
         except (BitstreamError, ValueError, FileNotFoundError, RuntimeError) as e:
             report.failures += [Failure(item.where, f"no codec to decode it: {e}") for item, _ in group]
             continue
-        results, batch_error = decode_each(codecs[key].decode_latents, [bs for _, bs in group])
+        results, batch_error = decode_each(codec.decode_latents, [bs for _, bs in group])
         failed = [Failure(item.where, str(r)) for (item, _), r in zip(group, results)
                   if isinstance(r, Exception)]
         if batch_error is not None and not failed:

@@ -150,12 +150,11 @@ def indexes_and_means(acc: np.ndarray, buckets: _BucketIndexer, mean_mult: np.nd
     added; rows ``< M`` scales, the rest means): ``idx`` = how many of the channel's thresholds lie
     below the scale accumulator (the bucket table of :class:`_BucketIndexer`), ``means`` =
     ``(acc · mean_mult + 2^(s-1)) >> s``; both int32 ``(B, M, H, W)``."""
-    m = idx.shape[1]
     c = buckets.offset.shape[0]
+    assert idx.shape[1] == c, (idx.shape, c)  # before the unchecked kernel reads the tables
     _compiled("indexes_and_means")(acc, acc.view(np.int32), buckets.base.reshape(c, -1),
                                    buckets.value.reshape(c, -1), buckets.inc.reshape(c, -1), buckets._SHIFT,
                                    buckets._ONE - 1, mean_mult, shift, idx, means)
-    assert m == c
 
 
 def dequantize(y_sym: np.ndarray, means: np.ndarray, inv_gain: np.ndarray, frac: float, out: np.ndarray) -> np.ndarray:
