@@ -18,6 +18,7 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
                       bf16=args.bf16, seed=args.seed, threads=args.threads, device=args.device,
                       init=args.init or "", minutes=args.minutes, distill_hyper=args.distill_hyper,
                       distill_hidden=args.distill_hidden, distill_loss=args.distill_loss,
+                      mask_decay=tuple(args.mask_decay or ()),
                       **({"lambdas": tuple(args.lambdas)} if args.lambdas else {}),
                       **({"warmup": args.warmup} if args.warmup is not None else {}))
     objective = None
@@ -84,9 +85,14 @@ def register_train_codec(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--distill-hidden", type=int, default=0, metavar="C",
                    help="with --distill-hyper: a student hyper-synthesis C channels wide, trained "
                         "from scratch (0: the teacher's widths)")
-    t.add_argument("--distill-loss", choices=("match", "rate"), default="match",
+    t.add_argument("--distill-loss", choices=("match", "rate", "rate-ste"), default="match",
                    help="with --distill-hyper: match the teacher's scales and means, or minimise "
-                        "the latent's bits (rate)")
+                        "the latent's bits under additive noise (rate) or of its rounded symbols, "
+                        "the rounding passed straight through (rate-ste)")
+    t.add_argument("--mask-decay", type=int, nargs=2, metavar=("H1", "H2"),
+                   help="derive a narrower hyper-synthesis (H1, H2 hidden channels) by EVC mask "
+                        "decay while training (with --distill-hyper: while the hyper-synthesis "
+                        "alone trains); see mlcodec.mask_decay")
     from mlcodec.objective import objective_plugins
 
     plugins = objective_plugins()

@@ -161,10 +161,12 @@ def test_distill_hyper_synthesis_into_1x1(tmp_path):
     assert codec.decompress(codec.compress(img, 0.5)).size == (70, 40)
 
 
-def test_a_narrow_student_trained_for_rate_codes_exactly(tmp_path):
-    """distill_hidden + distill_loss="rate": a narrower h_s, trained on the bits of y, exported
-    with its own integer tables; it codes fewer bits than an untrained h_s of its shape, and its
-    streams decode to the numpy int64 reference's latent bit for bit."""
+@pytest.mark.parametrize("loss", ["rate", "rate-ste"])
+def test_a_narrow_student_trained_for_rate_codes_exactly(tmp_path, loss):
+    """distill_hidden + distill_loss="rate" (or "rate-ste", the rounded symbols' bits): a narrower
+    h_s, trained on the bits of y, exported with its own integer tables; it codes fewer bits than
+    an untrained h_s of its shape, and its streams decode to the numpy int64 reference's latent
+    bit for bit."""
     from mlcodec.models.gained_hyperprior import hyper_synthesis_layers
     from mlcodec.train import _teacher_hyper_input
 
@@ -177,7 +179,7 @@ def test_a_narrow_student_trained_for_rate_codes_exactly(tmp_path):
     base = dict(data=(str(data),), use_skimage=False, N=16, M=16, batch_size=4, patch=64)
     teacher_path = train(TrainConfig(out=str(tmp_path / "t"), steps=3, **base))
     student_path = train(TrainConfig(out=str(tmp_path / "s"), steps=80, lr=3e-3, init=str(teacher_path),
-                                     distill_hyper=True, distill_hidden=8, distill_loss="rate", **base))
+                                     distill_hyper=True, distill_hidden=8, distill_loss=loss, **base))
     arch = read_metadata(student_path)["architecture"]
     assert arch["hyper_hidden"] == 8 and arch["hyper_kernel"] == 1
     student = GainedMeanScaleHyperprior(**arch)

@@ -20,6 +20,7 @@ levels are interpolated in log space for any quality in [0, 1]::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -45,10 +46,20 @@ class ForwardOutput(NamedTuple):
     latent: Tensor
 
 
-def hyper_synthesis_layers(N: int, M: int, kernel: int = 3, hidden: int = 0) -> nn.Sequential:
+def hidden_widths(M: int, hidden: int | Sequence[int] = 0) -> tuple[int, int]:
+    """The two hidden widths of ``h_s``: Minnen et al.'s ``M`` and ``3M/2`` (``hidden`` 0), one
+    width for both, or a pair (what mask decay leaves, :mod:`mlcodec.mask_decay`)."""
+    if isinstance(hidden, int):
+        return (hidden, hidden) if hidden else (M, M * 3 // 2)
+    h1, h2 = hidden
+    return int(h1), int(h2)
+
+
+def hyper_synthesis_layers(N: int, M: int, kernel: int = 3,
+                           hidden: int | Sequence[int] = 0) -> nn.Sequential:
     """``h_s``: two stride-2 transposed convolutions with LeakyReLUs, then a ``kernel`` x ``kernel``
-    convolution to the ``2M`` scales and means (hidden widths ``M``, ``3M/2``, or ``hidden``)."""
-    h1, h2 = (hidden, hidden) if hidden else (M, M * 3 // 2)
+    convolution to the ``2M`` scales and means (hidden widths: :func:`hidden_widths`)."""
+    h1, h2 = hidden_widths(M, hidden)
     return nn.Sequential(
         deconv(N, h1), nn.LeakyReLU(inplace=True),
         deconv(h1, h2), nn.LeakyReLU(inplace=True),
@@ -66,18 +77,19 @@ class GainedMeanScaleHyperprior(nn.Module):
         hyper_kernel: kernel size of the last hyper-synthesis layer, which runs at the latent's
             full resolution and dominates what a latent loader pays besides entropy decoding:
             3 (Minnen et al.) or 1 (about a tenth of its cost; see ``train.distill_hyper_synthesis``).
-        hyper_hidden: channels of both hidden hyper-synthesis layers; 0 (the default) keeps
-            Minnen et al.'s ``M`` and ``3M/2``. A narrower student (``train.distill_hyper_synthesis``)
-            costs a latent loader less: the multiply-accumulates scale with it.
+        hyper_hidden: channels of both hidden hyper-synthesis layers, or a pair (one per layer); 0
+            (the default) keeps Minnen et al.'s ``M`` and ``3M/2``. A narrower one (mask decay,
+            :mod:`mlcodec.mask_decay`, or a student, ``train.distill_hyper_synthesis``) costs a
+            latent loader less: the multiply-accumulates scale with it.
     """
 
     stride = 64  # total downsampling of the hyper-latent: inputs are padded to a multiple of it
 
     def __init__(self, N: int = 96, M: int = 96, num_levels: int = 7, hyper_kernel: int = 3,
-                 hyper_hidden: int = 0) -> None:
+                 hyper_hidden: int | Sequence[int] = 0) -> None:
         super().__init__()
         self.N, self.M, self.num_levels, self.hyper_kernel = N, M, num_levels, hyper_kernel
-        self.hyper_hidden = hyper_hidden
+        self.hyper_hidden = hyper_hidden if isinstance(hyper_hidden, int) else hidden_widths(M, hyper_hidden)
         self.g_a = nn.Sequential(
             conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M)
         )
