@@ -4,9 +4,11 @@ Builds N 256x256 crops of the offline photos, writes (a/b) mlcodec shards and pi
 shards in (c) JPEG q90, (d) WebP q90 and (e) PNG, then times a DataLoader over each: (a)
 ``output="latent"``, (b) ``output="image"``, (c-e) PIL decode + ToTensor. Every pipeline runs
 ``--rounds`` times, taking turns, and the median counts (a VM's speed drifts between runs).
+``--also`` adds a latent row per further codec (for example a narrower hyper-synthesis).
 Reports images/s for num_workers 0 and 2 (one torch thread per process) and bytes on disk.
 
     python -m benchmarks.loader_throughput [--n 2000] [--quality 0.5] [--rounds 3] [--no-image]
+        [--also NAME:WEIGHTS ...]
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ def main() -> None:
     ap.add_argument("--photos", default=os.path.expanduser("~/.cache/mlcodec/photos"))
     ap.add_argument("--codec", default=mlcodec.DEFAULT_CODEC,
                     help="the learned codec of the latent shards, e.g. NAME:WEIGHTS for a student")
+    ap.add_argument("--also", nargs="*", default=[], metavar="NAME[:WEIGHTS]",
+                    help="more learned codecs, each a latent row of its own (output=latent)")
     ap.add_argument("--no-image", action="store_true", help="skip (b), output=image (slow)")
     ap.add_argument("--rounds", type=int, default=3, help="runs of every pipeline, taking turns; the median counts")
     ap.add_argument("--out", default="benchmarks/results/loader_throughput.json")
@@ -113,20 +117,32 @@ def main() -> None:
     dirs = [args.photos] if Path(args.photos).is_dir() else []
     images = crops(args.n, args.size, dirs)
     maxcount = 250
-    tag = "" if args.codec == mlcodec.DEFAULT_CODEC else "-" + hashlib.sha1(args.codec.encode()).hexdigest()[:8]
-    lat_dir = work / f"latent-q{args.quality}{tag}"
-    reused = (lat_dir / "manifest.json").exists()
-    t0 = time.perf_counter()
-    m = write_shards(IterableSource([(im, 0) for im in images]), lat_dir, codec=args.codec,
-                     quality=args.quality, maxcount=maxcount, progress=False)
-    enc_time = time.perf_counter() - t0
+
+    def latent_shards(codec: str):
+        tag = "" if codec == mlcodec.DEFAULT_CODEC else "-" + hashlib.sha1(codec.encode()).hexdigest()[:8]
+        folder = work / f"latent-q{args.quality}{tag}"
+        reused = (folder / "manifest.json").exists()
+        t0 = time.perf_counter()
+        manifest = write_shards(IterableSource([(im, 0) for im in images]), folder, codec=codec,
+                                quality=args.quality, maxcount=maxcount, progress=False)
+        return folder, manifest, reused, time.perf_counter() - t0
+
+    lat_dir, m, reused, enc_time = latent_shards(args.codec)
     lat_urls = sorted(str(p) for p in lat_dir.glob("*.tar*"))
     decode = {} if args.decode_batch is None else {"decode_batch": args.decode_batch}
-    pipelines = [("(a) latent shards, output=latent", lambda: latent_dataset(lat_urls, output="latent", **decode),
-                  lat_dir)]
+    pipelines = [("(a) latent shards, output=latent",
+                  lambda: latent_dataset(lat_urls, output="latent", codec=args.codec, **decode), lat_dir)]
+    for k, codec in enumerate(args.also):
+        folder, extra, _, _ = latent_shards(codec)
+        urls = sorted(str(p) for p in folder.glob("*.tar*"))
+        print(f"(a{k + 2}) is {codec}: {extra.mean_bpp:.3f} bpp")
+        pipelines.append((f"(a{k + 2}) latent shards, output=latent",
+                          lambda u=urls, c=codec: latent_dataset(u, output="latent", codec=c, **decode),
+                          folder))
     if not args.no_image:
         pipelines.append(("(b) latent shards, output=image",
-                          lambda: latent_dataset(lat_urls, output="image", **decode), lat_dir))
+                          lambda: latent_dataset(lat_urls, output="image", codec=args.codec, **decode),
+                          lat_dir))
     for label, (field, options) in PIXEL_FORMATS.items():
         folder = work / field
         if not list(folder.glob("*.tar")):
@@ -157,6 +173,7 @@ def main() -> None:
         f"{name.split(' shards')[0]} {du(folder) / jpeg_bytes:.2f}x" for name, _, folder in pipelines
         if not name.startswith("(b)")))
     write_report({"n": args.n, "size": args.size, "quality": args.quality, "codec": args.codec,
+                  "also": args.also,
                   "bpp": m.mean_bpp, "batch": args.batch, "decode_batch": decode_batch, "rounds": args.rounds,
                   "machine": machine(), "rows": rows}, args.out, started)
 

@@ -1,25 +1,35 @@
-"""Lighter hyper-synthesis students for the latent loader: what each costs in rate, what it saves.
+"""Lighter hyper-synthesis for the latent loader: what each variant costs in rate, what it saves.
 
 A latent decode runs the integer hyper-synthesis before it can entropy-decode ``y``; at 256x256
 that is 32.9M multiply-accumulates per image, the largest stage (``latent_decode_profile.py``).
-A student keeps the packaged codec's transforms, hyper-analysis and gains, so it codes the same
-``y``; only its ``h_s`` is narrower (``--widths`` hidden channels) and trained with the rate loss
-(``mlcodec.train.distill_hyper_synthesis``, ``distill_loss="rate"``) on the training photos, then
-exported with its own integer tables (bitstream format 3). Width 0 is a student of the teacher's
-own widths, trained the same way, which separates what the loss does from what the width costs.
+Every variant keeps the packaged codec's transforms, hyper-analysis and gains, so it codes the same
+``y``; only its ``h_s`` changes, trained with the rate loss (``mlcodec.train.distill_hyper_synthesis``,
+``distill_loss="rate"``) on the training photos, then exported with its own integer tables
+(bitstream format 3). Two kinds (``--variants``, each trained once per ``--seeds`` seed):
+
+- ``scratch:W``: a student W channels wide trained from scratch (``--distill-hidden W``); width 0
+  is one of the teacher's own widths, which separates what the loss does from what the width costs;
+- ``decay:H1xH2``: the teacher's ``h_s`` narrowed to H1 and H2 hidden channels by mask decay
+  (``--mask-decay H1 H2``, :mod:`mlcodec.mask_decay`), the same steps; ``decay:96x144`` removes
+  nothing and is the fine-tuning control.
 
 Per variant: the hyper-synthesis MACs at 256x256, the integer hyper-synthesis and the whole
 ``decode_latents`` in ms per image (256 crops of the training photos at quality 0.5, batches of
 32, one thread, best of 5), and bpp / PSNR / MS-SSIM on the held-out photos at qualities 0.1-0.9
-with BD-rates against the packaged codec. Students are saved under ``--work`` and reused.
+with BD-rates against the packaged codec. Variants are trained in ``--jobs`` processes of one
+thread each, saved under ``--work`` and reused.
 
-    python -m benchmarks.studies.student_hyper [--widths 0,64,48] [--steps 3000] [--work runs/students]
+    python -m benchmarks.studies.student_hyper [--variants scratch:64,decay:64x64] [--seeds 0,1]
+        [--steps 3000] [--jobs 2] [--work runs/students]
+
+(``--widths 64,48`` is short for ``--variants scratch:64,scratch:48``, the first run's command.)
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import time
 from dataclasses import replace
@@ -39,23 +49,49 @@ from benchmarks.common import crops
 from benchmarks.common import held_out_photos
 
 
-def train_student(width: int, steps: int, work: Path, photos_dir: str, lr: float,
-                  batch: int) -> Path:
-    path = work / f"w{width}" / "weights.safetensors"
+def train_variant(variant: str, seed: int, steps: int, work: Path, photos_dir: str, lr: float,
+                  batch: int, threads: int = 1, loss: str = "rate") -> Path:
+    """Train (or reuse) one ``KIND:SPEC`` variant for ``seed``; returns its weights."""
+    kind, spec = variant.split(":")
+    path = work / f"{kind}{spec}-s{seed}-n{steps}" / "weights.safetensors"
     if path.exists():
-        print(f"student width {width}: reusing {path}")
+        print(f"{variant} seed {seed}: reusing {path}", flush=True)
         return path
+    if kind == "scratch":
+        shape = {"distill_hidden": int(spec)}
+    elif kind == "decay":
+        shape = {"mask_decay": tuple(int(v) for v in spec.split("x"))}
+    else:
+        raise ValueError(f"variant kind must be scratch or decay, not {kind!r}")
+    torch.set_num_threads(threads)
     path.parent.mkdir(parents=True, exist_ok=True)
     teacher_path = str(pretrained_path(codec_config(mlcodec.DEFAULT_CODEC)))
     teacher = mlcodec.create_codec().model.train(False)
     cfg = replace(TrainConfig(), data=(photos_dir,) if Path(photos_dir).is_dir() else (),
-                  init=teacher_path, distill_hyper=True, distill_hidden=width,
-                  distill_loss="rate", steps=steps, lr=lr, batch_size=batch)
+                  init=teacher_path, distill_hyper=True, distill_loss=loss, steps=steps, lr=lr,
+                  batch_size=batch, seed=seed, progress=False, **shape)
+    torch.manual_seed(seed)
     t0 = time.perf_counter()
     student = distill_hyper_synthesis(teacher, cfg)
     export(student, cfg, path)
-    print(f"student width {width}: {steps} steps in {time.perf_counter() - t0:.0f} s -> {path}")
+    print(f"{variant} seed {seed}: {steps} steps in {time.perf_counter() - t0:.0f} s -> {path}", flush=True)
     return path
+
+
+def training_photos_512(photos_dir: str) -> list:
+    """The training photos, resized like the held-out ones (long side 512)."""
+    from PIL import Image
+
+    from mlcodec.data.photos import Photo, training_photos
+
+    out = []
+    for p in training_photos([photos_dir] if Path(photos_dir).is_dir() else []):
+        im = p.image.convert("RGB")
+        scale = 512 / max(im.size)
+        out.append(Photo(p.name, im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
+                         if scale < 1 else im))
+    print(f"{len(out)} training photos (a check for overfitting)")
+    return out
 
 
 def speed(codec, images: list, quality: float, batch: int) -> tuple[int, float, float]:
@@ -78,23 +114,39 @@ def speed(codec, images: list, quality: float, batch: int) -> tuple[int, float, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--widths", default="0,64,48", help="student hidden widths (0: the teacher's)")
+    ap.add_argument("--variants", default="scratch:64,decay:64x64",
+                    help="comma-separated KIND:SPEC, KIND scratch (SPEC a width) or decay (H1xH2)")
+    ap.add_argument("--widths", help="short for --variants scratch:W,... (the first run's option)")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds, each variant trained once per seed")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--jobs", type=int, default=1, help="training processes, one thread each")
+    ap.add_argument("--loss", choices=("rate", "rate-ste"), default="rate",
+                    help="the distillation loss: bits under additive noise, or of the rounded symbols")
     ap.add_argument("--work", default="runs/students")
     ap.add_argument("--photos", default=os.path.expanduser("~/.cache/mlcodec/photos"))
-    ap.add_argument("--threads", type=int, default=2, help="for training and the RD points")
+    ap.add_argument("--threads", type=int, default=2, help="for training (one job) and the RD points")
+    ap.add_argument("--training-photos", action="store_true",
+                    help="measure rate on the training photos (long side 512) instead of the "
+                         "held-out ones: a check for overfitting, not an evaluation")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
+    specs = [f"scratch:{w}" for w in args.widths.split(",")] if args.widths else args.variants.split(",")
+    runs = [(v, int(s)) for v in specs if v for s in args.seeds.split(",")]
+    train_args = [(v, s, args.steps, work, args.photos, args.lr, args.batch_size,
+                   1 if args.jobs > 1 else args.threads, args.loss) for v, s in runs]
+    if args.jobs > 1:
+        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+            paths = pool.starmap(train_variant, train_args)
+    else:
+        paths = [train_variant(*a) for a in train_args]
     variants = [("packaged (teacher)", mlcodec.DEFAULT_CODEC)]
-    for w in (int(v) for v in args.widths.split(",") if v):
-        path = train_student(w, args.steps, work, args.photos, args.lr, args.batch_size)
-        variants.append((f"student width {w or 'teacher'}", f"{mlcodec.DEFAULT_CODEC}:{path}"))
+    variants += [(f"{v} seed {s}", f"{mlcodec.DEFAULT_CODEC}:{p}") for (v, s), p in zip(runs, paths)]
 
-    photos = held_out_photos(args.photos)
+    photos = training_photos_512(args.photos) if args.training_photos else held_out_photos(args.photos)
     images = crops(256, 256, [args.photos] if Path(args.photos).is_dir() else [])
     rows = []
     for label, name in variants:
@@ -107,7 +159,8 @@ def main() -> None:
         print(f"measured {label}", flush=True)
 
     ref = rows[0][4]
-    print(f"\n256x256 crops, quality 0.5, batch 32, 1 thread; {len(photos)} held-out photos for rate")
+    which = "training" if args.training_photos else "held-out"
+    print(f"\n256x256 crops, quality 0.5, batch 32, 1 thread; {len(photos)} {which} photos for rate")
     print(f"{'variant':<26} {'h_s MMAC':>8} {'hyper ms':>8} {'decode ms':>9} {'bpp@0.5':>8} "
           f"{'PSNR@0.5':>8} {'BD PSNR':>8} {'BD MS-SSIM':>10}")
     for label, macs, hyper_ms, whole_ms, rd in rows:
