@@ -20,7 +20,7 @@ with BD-rates against the packaged codec. Variants are trained in ``--jobs`` pro
 thread each, saved under ``--work`` and reused.
 
     python -m benchmarks.studies.student_hyper [--variants scratch:64,decay:64x64] [--seeds 0,1]
-        [--steps 3000] [--jobs 2] [--work runs/students]
+        [--steps 3000] [--jobs 2] [--work runs/students] [--also WEIGHTS ...]
 
 (``--widths 64,48`` is short for ``--variants scratch:64,scratch:48``, the first run's command.)
 """
@@ -127,6 +127,9 @@ def main() -> None:
     ap.add_argument("--work", default="runs/students")
     ap.add_argument("--photos", default=os.path.expanduser("~/.cache/mlcodec/photos"))
     ap.add_argument("--threads", type=int, default=2, help="for training (one job) and the RD points")
+    ap.add_argument("--also", nargs="*", default=[], metavar="WEIGHTS",
+                    help="weights files of the same architecture trained elsewhere (for example by "
+                         "train-codec --mask-decay in the codec's loop), measured beside the variants")
     ap.add_argument("--training-photos", action="store_true",
                     help="measure rate on the training photos (long side 512) instead of the "
                          "held-out ones: a check for overfitting, not an evaluation")
@@ -145,6 +148,7 @@ def main() -> None:
         paths = [train_variant(*a) for a in train_args]
     variants = [("packaged (teacher)", mlcodec.DEFAULT_CODEC)]
     variants += [(f"{v} seed {s}", f"{mlcodec.DEFAULT_CODEC}:{p}") for (v, s), p in zip(runs, paths)]
+    variants += [(Path(p).parent.name[:26], f"{mlcodec.DEFAULT_CODEC}:{p}") for p in args.also]
 
     photos = training_photos_512(args.photos) if args.training_photos else held_out_photos(args.photos)
     images = crops(256, 256, [args.photos] if Path(args.photos).is_dir() else [])
