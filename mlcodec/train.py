@@ -265,7 +265,6 @@ def distill_hyper_synthesis(teacher: GainedMeanScaleHyperprior, cfg: TrainConfig
         if step % 250 == 0:
             log.info("distill step %d loss %.5f", step, loss.item())
     if masks is not None:
-        masks.update(1.0)
         _prune(student, masks)
     return student
 
@@ -278,7 +277,9 @@ def _mask_decay(model: GainedMeanScaleHyperprior, cfg: TrainConfig) -> HyperMask
 
 
 def _prune(model: GainedMeanScaleHyperprior, masks: HyperMaskDecay) -> None:
-    """Remove the masked-out channels; the model's ``hyper_hidden`` becomes the widths left."""
+    """Finish the decay and remove the masked-out channels; the model's ``hyper_hidden`` becomes
+    the widths left."""
+    masks.update(1.0)
     model.hyper_hidden = masks.prune()
     log.info("mask decay: h_s hidden widths now %s", model.hyper_hidden)
 
@@ -457,7 +458,6 @@ def train(cfg: TrainConfig, objective: CodecObjective | None = None) -> Path:
                      bpp.item(), mse.item(), time.time() - budget.t0)
     bar.close()
     if masks is not None:
-        masks.update(1.0)
         _prune(model, masks)
     extra: dict = {"training": {"steps_run": step, "history": history[-20:]}}
     if cfg.init:  # a fine-tune: the recipe of the weights it started from

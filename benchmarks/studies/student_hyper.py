@@ -42,6 +42,7 @@ from mlcodec.codecs.hyperprior import _decode_z
 from mlcodec.metrics import bd_rate
 from mlcodec.registry import codec_config, pretrained_path
 from mlcodec.train import TrainConfig, distill_hyper_synthesis, export
+from mlcodec.weights import read_metadata
 
 from benchmarks.studies.exact_cost import QUALITIES, measure
 from benchmarks.latent_decode_profile import conv_macs, per_image_ms
@@ -55,6 +56,10 @@ def train_variant(variant: str, seed: int, steps: int, work: Path, photos_dir: s
     kind, spec = variant.split(":")
     path = work / f"{kind}{spec}-s{seed}-n{steps}" / "weights.safetensors"
     if path.exists():
+        config = read_metadata(path)["config"]
+        if (config["lr"], config["distill_loss"], config["batch_size"]) != (lr, loss, batch):
+            raise ValueError(f"{path} was trained with lr {config['lr']}, loss {config['distill_loss']}, "
+                             f"batch {config['batch_size']}, not {lr}, {loss}, {batch}: use another --work")
         print(f"{variant} seed {seed}: reusing {path}", flush=True)
         return path
     if kind == "scratch":
@@ -80,16 +85,9 @@ def train_variant(variant: str, seed: int, steps: int, work: Path, photos_dir: s
 
 def training_photos_512(photos_dir: str) -> list:
     """The training photos, resized like the held-out ones (long side 512)."""
-    from PIL import Image
+    from mlcodec.data.photos import shrunk, training_photos
 
-    from mlcodec.data.photos import Photo, training_photos
-
-    out = []
-    for p in training_photos([photos_dir] if Path(photos_dir).is_dir() else []):
-        im = p.image.convert("RGB")
-        scale = 512 / max(im.size)
-        out.append(Photo(p.name, im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
-                         if scale < 1 else im))
+    out = shrunk(training_photos([photos_dir] if Path(photos_dir).is_dir() else []), 512)
     print(f"{len(out)} training photos (a check for overfitting)")
     return out
 

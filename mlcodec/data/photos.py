@@ -63,8 +63,13 @@ def training_photos(dirs: Sequence[str | Path] = (), use_skimage: bool = True) -
 
 def evaluation_photos(dirs: Sequence[str | Path] = (), max_side: int = 512) -> list[Photo]:
     """Held-out photos resized so the long side is at most ``max_side`` (Lanczos)."""
+    return shrunk(_skimage_photos(SKIMAGE_HELD_OUT) + _file_photos(dirs, held_out=True), max_side)
+
+
+def shrunk(photos: Sequence[Photo], max_side: int) -> list[Photo]:
+    """``photos`` resized so the long side is at most ``max_side`` (Lanczos; smaller ones kept)."""
     out = []
-    for p in _skimage_photos(SKIMAGE_HELD_OUT) + _file_photos(dirs, held_out=True):
+    for p in photos:
         im = p.image
         scale = max_side / max(im.size)
         if scale < 1:
