@@ -18,7 +18,7 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
                       bf16=args.bf16, seed=args.seed, threads=args.threads, device=args.device,
                       init=args.init or "", minutes=args.minutes, distill_hyper=args.distill_hyper,
                       distill_hidden=args.distill_hidden, distill_loss=args.distill_loss,
-                      mask_decay=tuple(args.mask_decay or ()),
+                      mask_decay=tuple(args.mask_decay or ()), fresh_hyper=tuple(args.fresh_hyper or ()),
                       **({"lambdas": tuple(args.lambdas)} if args.lambdas else {}),
                       **({"warmup": args.warmup} if args.warmup is not None else {}))
     objective = None
@@ -93,6 +93,10 @@ def register_train_codec(sub: argparse._SubParsersAction) -> None:
                    help="derive a narrower hyper-synthesis (H1, H2 hidden channels) by EVC mask "
                         "decay while training (with --distill-hyper: while the hyper-synthesis "
                         "alone trains); see mlcodec.mask_decay")
+    t.add_argument("--fresh-hyper", type=int, nargs=2, metavar=("H1", "H2"),
+                   help="with --init: replace the hyper-synthesis by a freshly initialised one "
+                        "(H1, H2 hidden channels) and train the whole codec: the same width "
+                        "trained alone, the baseline of --mask-decay")
     from mlcodec.objective import objective_plugins
 
     plugins = objective_plugins()

@@ -66,8 +66,10 @@ _CODECS: dict[str, CodecConfig] = {
     c.name: c
     for c in (
         CodecConfig("mlcodec-hyperprior", 1, "learned",
-                    "Mean-scale hyperprior with gain units; one model for quality 0..1 (default)",
-                    _build_gained, weights="mlcodec-hyperprior.safetensors"),
+                    "Mean-scale hyperprior with gain units; one model for quality 0..1 (default). "
+                    "@2: hyper-synthesis narrowed to 64x64 by mask decay (faster latent loading)",
+                    _build_gained, weights="mlcodec-hyperprior.safetensors",
+                    earlier=("mlcodec-hyperprior@1.safetensors",)),
         CodecConfig("mlcodec-unified", 3, "learned",
                     "mlcodec-hyperprior's architecture fine-tuned for people and machines (MTCE + "
                     "DIKL, mlcodec.tasks.unified); its own weights and codec id",
@@ -143,15 +145,16 @@ def create_codec(name: str = DEFAULT_CODEC, pretrained: bool = True, device: str
 
 def codec_for(data: bytes | Bitstream, pretrained: bool = True, device: str = "cpu") -> Codec:
     """The codec that wrote an ``.mlc`` bitstream (bytes or parsed): the codec id in its header
-    names the codec, and its weights fingerprint the release (the current weights where none of
-    the releases wrote it, whose decode then names the mismatch)."""
+    names the codec, and its weights fingerprint the release: ``NAME`` for the newest, ``NAME@N``
+    for an earlier one (the current weights where none of the releases wrote it, whose decode
+    then names the mismatch)."""
     header = data.header if isinstance(data, Bitstream) else read_header(data)
     for c in _CODECS.values():
         if c.codec_id == header.codec_id and c.kind == "learned":
             if not pretrained or c.releases == 1:
                 return create_codec(c.name, pretrained, device)
             for n in range(c.releases, 0, -1):  # newest first: the usual case is one build
-                codec = create_codec(f"{c.name}@{n}", pretrained, device)
+                codec = create_codec(f"{c.name}@{n}" if n < c.releases else c.name, pretrained, device)
                 if header.fingerprint in codec.fingerprints(header.quality):
                     return codec
             return create_codec(c.name, pretrained, device)  # no release wrote it: decode names the mismatch

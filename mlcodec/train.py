@@ -44,7 +44,7 @@ from mlcodec.mask_decay import HyperMaskDecay, MaskDecaySchedule
 from mlcodec.models.exact_calibration import integerize
 from mlcodec.models.exact_hyper import ExactTables
 from mlcodec.models.gained_hyperprior import (DEFAULT_LAMBDAS, ForwardOutput, GainedMeanScaleHyperprior,
-                                              hyper_synthesis_layers)
+                                              hidden_widths, hyper_synthesis_layers)
 from mlcodec.objective import CodecObjective
 from mlcodec.checkpoint import load_checkpoint, save_checkpoint
 from mlcodec.weights import load_weights, read_metadata, save_weights
@@ -88,6 +88,9 @@ class TrainConfig:
     # two hidden widths: derive a narrower h_s by mask decay (mlcodec.mask_decay) in whichever loop
     # runs, the codec's or (with distill_hyper) the hyper-synthesis'
     mask_decay: tuple[int, ...] = ()
+    # two hidden widths: with init, a fresh h_s this wide replaces the loaded one and trains in the
+    # codec's loop (the same width trained alone, the baseline mask decay is measured against)
+    fresh_hyper: tuple[int, ...] = ()
     progress: bool = True
     log_every: int = 50  # steps between rows of the training history (in the weights' metadata)
     extra: dict[str, str] = field(default_factory=dict)
@@ -323,6 +326,8 @@ def _build_model(cfg: TrainConfig) -> GainedMeanScaleHyperprior:
     """A fresh codec for ``cfg``, or the one ``cfg.init`` names (its architecture from its
     metadata, its gains remapped to ``cfg.lambdas``)."""
     if not cfg.init:
+        if cfg.fresh_hyper:
+            raise ValueError("fresh_hyper replaces the hyper-synthesis of --init's weights; give --init")
         model = GainedMeanScaleHyperprior(cfg.N, cfg.M, num_levels=len(cfg.lambdas)).to(cfg.device)
         model.init_gains(list(cfg.lambdas))
         return model
@@ -331,6 +336,13 @@ def _build_model(cfg: TrainConfig) -> GainedMeanScaleHyperprior:
                                       hyper_kernel=arch.get("hyper_kernel", 3),
                                       hyper_hidden=arch.get("hyper_hidden", 0)).to(cfg.device)
     init_from_weights(model, cfg.init, cfg.lambdas)
+    if cfg.fresh_hyper:
+        if cfg.mask_decay or cfg.distill_hyper:
+            raise ValueError("fresh_hyper trains a new h_s in the codec's loop; it does not combine "
+                             "with mask_decay or distill_hyper")
+        model.h_s = hyper_synthesis_layers(model.N, model.M, model.hyper_kernel,
+                                           tuple(cfg.fresh_hyper)).to(cfg.device)
+        model.hyper_hidden = hidden_widths(model.M, tuple(cfg.fresh_hyper))
     return model
 
 

@@ -10,13 +10,25 @@ from pathlib import Path
 
 import torch
 
-GOLDEN = Path(__file__).parent / "data" / "golden"
-#: streams of the released ``mlcodec-unified`` weights (fingerprint 8affb51d...), kept decodable
-GOLDEN_UNIFIED = Path(__file__).parent / "data" / "golden-unified"
+DATA = Path(__file__).parent / "data"
+#: streams of each released set of weights, kept decodable (tests/data/make_golden.py): folder ->
+#: the release that wrote them
+RELEASES = {
+    DATA / "golden": "mlcodec-hyperprior@1",
+    DATA / "golden-hyperprior-2": "mlcodec-hyperprior",  # the newest release: its plain name
+    DATA / "golden-unified": "mlcodec-unified",
+}
+GOLDEN = DATA / "golden"
 
 
 def golden_files(folder: Path = GOLDEN) -> list[Path]:
     return sorted(folder.glob("*.mlc"))
+
+
+def expected_hashes(folder: Path) -> dict[str, str]:
+    """The latent hashes ``golden.json`` records for ``folder``'s streams."""
+    index = json.loads((folder / "golden.json").read_text())
+    return {k: v["latent_sha256"] for k, v in index.items()}
 
 
 def decode_hashes(batch: int, folder: Path = GOLDEN, device: str = "cpu") -> dict[str, str]:
@@ -35,11 +47,11 @@ def decode_hashes(batch: int, folder: Path = GOLDEN, device: str = "cpu") -> dic
     return out
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # THREADS BATCH [FOLDER ...] (default: every release's folder)
     threads, batch = int(sys.argv[1]), int(sys.argv[2])
-    folder = Path(sys.argv[3]) if len(sys.argv) > 3 else GOLDEN
+    folders = [Path(a) for a in sys.argv[3:]] or list(RELEASES)
     torch.set_num_threads(threads)
-    hashes = decode_hashes(batch, folder)
+    hashes = {f.name: decode_hashes(batch, f) for f in folders}
     import numba  # after the decode, which imported it for its kernels
 
     print(json.dumps({"threads": torch.get_num_threads(), "hashes": hashes,

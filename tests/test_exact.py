@@ -1,5 +1,6 @@
 """Format 3: the integer hyper-synthesis decides every entropy-table index and mean exactly alike
-on every thread count, batch, instruction set and device (golden streams in tests/data/golden)."""
+on every thread count, batch, instruction set and device (golden streams of every released set of
+weights in tests/data: tests/golden_decode.py)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,10 @@ from mlcodec.models import exact_indexes as eidx
 from mlcodec.models import exact_reference as eref
 
 sys.path.insert(0, str(Path(__file__).parent))
-from golden_decode import GOLDEN, GOLDEN_UNIFIED, decode_hashes, golden_files  # noqa: E402
+from golden_decode import RELEASES, decode_hashes, expected_hashes, golden_files  # noqa: E402
 
-EXPECTED = {k: v["latent_sha256"] for k, v in json.loads((GOLDEN / "golden.json").read_text()).items()}
-UNIFIED = json.loads((GOLDEN_UNIFIED / "golden.json").read_text())
+FOLDERS = list(RELEASES)
+IDS = [f.name for f in FOLDERS]
 
 
 @pytest.fixture(scope="module")
@@ -35,67 +36,55 @@ def codec():
     return mlcodec.create_codec()
 
 
-def test_golden_streams_are_format_3_and_all_listed():
-    files = golden_files()
-    assert len(files) >= 21 and {f.name for f in files} == set(EXPECTED)
+@pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
+def test_released_streams_are_format_3_listed_and_name_their_release(folder):
+    """Every release's golden streams: format 3, all listed, and ``codec_for`` picks the release
+    that wrote them by the fingerprint in their headers (``@1`` after ``@2`` replaced it)."""
+    files = golden_files(folder)
+    assert len(files) == 21 and {f.name for f in files} == set(expected_hashes(folder))
     assert {read_header(f.read_bytes()).version for f in files} == {3}
+    index = json.loads((folder / "golden.json").read_text())
+    for f in files:
+        h = read_header(f.read_bytes())
+        codec = mlcodec.codec_for(f.read_bytes())
+        assert codec.config.name == RELEASES[folder], f.name
+        assert h.fingerprint in codec.fingerprints(h.quality), f.name
+        assert index[f.name].get("fingerprint", h.fingerprint.hex()) == h.fingerprint.hex(), f.name
 
 
 @pytest.mark.parametrize("batch", [1, 7, 16])
-def test_golden_latents_for_every_batch_size(batch):
-    assert decode_hashes(batch) == EXPECTED
+@pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
+def test_golden_latents_for_every_batch_size(folder, batch):
+    assert decode_hashes(batch, folder) == expected_hashes(folder)
 
 
-def test_golden_latents_equal_the_numpy_integer_reference(codec):
-    for f in golden_files():
+@pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
+def test_golden_latents_equal_the_numpy_integer_reference(folder):
+    files, expected = golden_files(folder), expected_hashes(folder)
+    codec = mlcodec.codec_for(files[0].read_bytes())
+    for f in files:
         data = f.read_bytes()
         ref = codec.reference_latent(data)
         assert np.array_equal(codec.decode_latent(data).numpy(), ref), f.name
-        assert hashlib.sha256(ref.astype("<f4").tobytes()).hexdigest() == EXPECTED[f.name], f.name
+        assert hashlib.sha256(ref.astype("<f4").tobytes()).hexdigest() == expected[f.name], f.name
+
+
+def test_the_default_codec_is_the_newest_release():
+    assert mlcodec.create_codec().fingerprint(0.5) == \
+        mlcodec.create_codec("mlcodec-hyperprior@2").fingerprint(0.5)
+    assert mlcodec.create_codec().fingerprint(0.5) != \
+        mlcodec.create_codec("mlcodec-hyperprior@1").fingerprint(0.5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here; runs where one is lent")
-@pytest.mark.parametrize("which", ["golden", "golden-unified"])
-def test_golden_latents_on_cuda(which, monkeypatch):
+@pytest.mark.parametrize("folder", FOLDERS, ids=IDS)
+def test_golden_latents_on_cuda(folder, monkeypatch):
     """The CPU-written golden streams decode on a GPU to the same latents, bit for bit: the
     integer hyper-synthesis in torch ops there (TF32 off; the exact path also pins matmul
     precision to highest), rANS on the CPU."""
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    folder, expected = (GOLDEN, EXPECTED) if which == "golden" else \
-        (GOLDEN_UNIFIED, {k: v["latent_sha256"] for k, v in UNIFIED.items()})
-    assert decode_hashes(7, folder, device="cuda") == expected
-
-
-def test_released_unified_streams_still_decode():
-    """Streams of the released mlcodec-unified weights, written before any retraining: the
-    codec id picks the codec, their fingerprint is one it accepts, and the latents are the
-    recorded ones (batched too), equal to the numpy integer reference."""
-    files = golden_files(GOLDEN_UNIFIED)
-    assert len(files) == 21 and {f.name for f in files} == set(UNIFIED)
-    assert {v["codec"] for v in UNIFIED.values()} == {"mlcodec-unified"}
-    codec = mlcodec.codec_for(files[0].read_bytes())
-    assert codec.config.name == "mlcodec-unified"
-    for f in files:
-        h = read_header(f.read_bytes())
-        assert h.fingerprint.hex() == UNIFIED[f.name]["fingerprint"]
-        assert h.fingerprint in codec.fingerprints(h.quality), f.name
-    expected = {k: v["latent_sha256"] for k, v in UNIFIED.items()}
-    assert decode_hashes(7, GOLDEN_UNIFIED) == expected
-    for f in files[::5]:
-        ref = codec.reference_latent(f.read_bytes())
-        assert hashlib.sha256(ref.astype("<f4").tobytes()).hexdigest() == expected[f.name], f.name
-
-
-def test_released_unified_streams_in_a_fresh_process_on_the_default_isa():
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default",
-           "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "NUMBA_CPU_NAME": "generic"}
-    out = subprocess.run([sys.executable, str(Path(__file__).parent / "golden_decode.py"), "1", "16",
-                          str(GOLDEN_UNIFIED)], env=env, capture_output=True, text=True, timeout=300,
-                         check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["capability"].lower() == "default" and result["numba_cpu"] == "generic"
-    assert result["hashes"] == {k: v["latent_sha256"] for k, v in UNIFIED.items()}
+    assert decode_hashes(7, folder, device="cuda") == expected_hashes(folder)
 
 
 #: (name, torch threads, environment): lower instruction sets for ATen's kernels, oneDNN's
@@ -114,6 +103,7 @@ SETTINGS = [
 
 @pytest.mark.parametrize("name,threads,env", SETTINGS, ids=[s[0] for s in SETTINGS])
 def test_golden_latents_in_a_fresh_process(name, threads, env):
+    """Every release's golden streams, decoded in a fresh process under each setting."""
     script = Path(__file__).parent / "golden_decode.py"
     full_env = {**os.environ, **env, "OMP_NUM_THREADS": str(threads)}
     out = subprocess.run([sys.executable, str(script), str(threads), "7"], env=full_env,
@@ -123,7 +113,7 @@ def test_golden_latents_in_a_fresh_process(name, threads, env):
     if "ATEN_CPU_CAPABILITY" in env:  # the settings took effect
         assert result["capability"].lower() == env["ATEN_CPU_CAPABILITY"]
     assert result["numba_cpu"] == env.get("NUMBA_CPU_NAME", "host")
-    assert result["hashes"] == EXPECTED, name
+    assert result["hashes"] == {f.name: expected_hashes(f) for f in FOLDERS}, name
 
 
 @pytest.mark.parametrize("path", ["cpu-kernels", "torch-ops"])

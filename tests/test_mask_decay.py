@@ -128,3 +128,26 @@ def test_mask_decay_in_the_codec_loop_resumes(tmp_path):
     train(TrainConfig(**plain))
     with pytest.raises(ValueError, match="without --mask-decay"):
         train(TrainConfig(**{**plain, "mask_decay": (9, 20), "steps": 4}))
+
+
+def test_fresh_hyper_synthesis_trains_in_the_codec_loop(tmp_path):
+    """train-codec --init W --fresh-hyper H1 H2: the baseline mask decay is measured against, the
+    loaded weights with a new h_s of those widths, trained with the rest and exported exactly."""
+    data = _photos(tmp_path)
+    base = dict(data=(str(data),), use_skimage=False, N=16, M=16, batch_size=2, patch=64, progress=False)
+    teacher_path = train(TrainConfig(out=str(tmp_path / "t"), steps=2, **base))
+    path = train(TrainConfig(out=str(tmp_path / "f"), steps=3, init=str(teacher_path), fresh_hyper=(6, 10),
+                             **base))
+    arch = read_metadata(path)["architecture"]
+    assert arch["hyper_hidden"] == [6, 10] and read_metadata(path)["config"]["fresh_hyper"] == [6, 10]
+    model = GainedMeanScaleHyperprior(**arch)
+    load_weights(model, path)
+    assert model.h_s[0].weight.shape[1] == 6 and model.h_s[2].weight.shape[:2] == (6, 10)
+    codec = mlcodec.create_codec(f"mlcodec-hyperprior:{path}")
+    stream = codec.compress(Image.open(data / "a.png").crop((0, 0, 100, 80)), 0.5)
+    assert np.array_equal(codec.decode_latent(stream).numpy(), codec.reference_latent(stream))
+    with pytest.raises(ValueError, match="give --init"):
+        train(TrainConfig(out=str(tmp_path / "x"), steps=1, fresh_hyper=(6, 10), **base))
+    with pytest.raises(ValueError, match="does not combine"):
+        train(TrainConfig(out=str(tmp_path / "y"), steps=1, init=str(teacher_path), fresh_hyper=(6, 10),
+                          mask_decay=(4, 4), **base))

@@ -2,7 +2,7 @@
 
 A latent decode runs the integer hyper-synthesis before it can entropy-decode ``y``; at 256x256
 that is 32.9M multiply-accumulates per image, the largest stage (``latent_decode_profile.py``).
-Every variant keeps the packaged codec's transforms, hyper-analysis and gains, so it codes the same
+Every variant keeps the first release's transforms, hyper-analysis and gains, so it codes the same
 ``y``; only its ``h_s`` changes, trained with the rate loss (``mlcodec.train.distill_hyper_synthesis``,
 ``distill_loss="rate"``) on the training photos, then exported with its own integer tables
 (bitstream format 3). Two kinds (``--variants``, each trained once per ``--seeds`` seed):
@@ -16,7 +16,7 @@ Every variant keeps the packaged codec's transforms, hyper-analysis and gains, s
 Per variant: the hyper-synthesis MACs at 256x256, the integer hyper-synthesis and the whole
 ``decode_latents`` in ms per image (256 crops of the training photos at quality 0.5, batches of
 32, one thread, best of 5), and bpp / PSNR / MS-SSIM on the held-out photos at qualities 0.1-0.9
-with BD-rates against the packaged codec. Variants are trained in ``--jobs`` processes of one
+with BD-rates against the teacher (``mlcodec-hyperprior@1``). Variants are trained in ``--jobs`` processes of one
 thread each, saved under ``--work`` and reused.
 
     python -m benchmarks.studies.student_hyper [--variants scratch:64,decay:64x64] [--seeds 0,1]
@@ -49,6 +49,10 @@ from benchmarks.latent_decode_profile import conv_macs, per_image_ms
 from benchmarks.common import crops
 from benchmarks.common import held_out_photos
 
+#: the codec every variant starts from and is measured against: the first release, from which
+#: mlcodec-hyperprior@2 (the default since) was derived by mask decay in the codec's loop
+TEACHER = "mlcodec-hyperprior@1"
+
 
 def train_variant(variant: str, seed: int, steps: int, work: Path, photos_dir: str, lr: float,
                   batch: int, threads: int = 1, loss: str = "rate") -> Path:
@@ -70,8 +74,8 @@ def train_variant(variant: str, seed: int, steps: int, work: Path, photos_dir: s
         raise ValueError(f"variant kind must be scratch or decay, not {kind!r}")
     torch.set_num_threads(threads)
     path.parent.mkdir(parents=True, exist_ok=True)
-    teacher_path = str(pretrained_path(codec_config(mlcodec.DEFAULT_CODEC)))
-    teacher = mlcodec.create_codec().model.train(False)
+    teacher_path = str(pretrained_path(codec_config(TEACHER)))
+    teacher = mlcodec.create_codec(TEACHER).model.train(False)
     cfg = replace(TrainConfig(), data=(photos_dir,) if Path(photos_dir).is_dir() else (),
                   init=teacher_path, distill_hyper=True, distill_loss=loss, steps=steps, lr=lr,
                   batch_size=batch, seed=seed, progress=False, **shape)
@@ -127,7 +131,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="for training (one job) and the RD points")
     ap.add_argument("--also", nargs="*", default=[], metavar="WEIGHTS",
                     help="weights files of the same architecture trained elsewhere (for example by "
-                         "train-codec --mask-decay in the codec's loop), measured beside the variants")
+                         "train-codec --mask-decay in the codec's loop), or released codecs "
+                         "(mlcodec-hyperprior@2), measured beside the variants")
     ap.add_argument("--training-photos", action="store_true",
                     help="measure rate on the training photos (long side 512) instead of the "
                          "held-out ones: a check for overfitting, not an evaluation")
@@ -144,9 +149,10 @@ def main() -> None:
             paths = pool.starmap(train_variant, train_args)
     else:
         paths = [train_variant(*a) for a in train_args]
-    variants = [("packaged (teacher)", mlcodec.DEFAULT_CODEC)]
+    variants = [(f"{TEACHER} (teacher)", TEACHER)]
     variants += [(f"{v} seed {s}", f"{mlcodec.DEFAULT_CODEC}:{p}") for (v, s), p in zip(runs, paths)]
-    variants += [(Path(p).parent.name[:26], f"{mlcodec.DEFAULT_CODEC}:{p}") for p in args.also]
+    variants += [(Path(p).parent.name[:26], f"{mlcodec.DEFAULT_CODEC}:{p}") if Path(p).is_file()
+                 else (p, p) for p in args.also]
 
     photos = training_photos_512(args.photos) if args.training_photos else held_out_photos(args.photos)
     images = crops(256, 256, [args.photos] if Path(args.photos).is_dir() else [])

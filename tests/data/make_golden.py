@@ -1,9 +1,11 @@
 """Write the golden format-3 streams in ``tests/data/golden`` and their latents' hashes.
 
-Run once per format (``python tests/data/make_golden.py [--device cuda] [--tag NAME]``) and commit
-the output (``--codec mlcodec-unified --out tests/data/golden-unified`` writes the released
-``mlcodec-unified`` weights' streams, kept so that retrained weights never orphan them): the tests decode these files under other thread counts, batch sizes and instruction
-sets, and expect the latents recorded here bit for bit. Re-running on another machine or device
+Run once per format and per released weights, and commit the output: ``golden`` holds
+``mlcodec-hyperprior@1``'s streams, ``golden-hyperprior-2`` those of ``@2`` (``--codec
+mlcodec-hyperprior@2 --out tests/data/golden-hyperprior-2``), ``golden-unified`` the released
+``mlcodec-unified`` weights' (``--codec mlcodec-unified --out tests/data/golden-unified``), kept so
+that retrained weights never orphan them. The tests decode these files under other thread counts,
+batch sizes and instruction sets, and expect the latents recorded here bit for bit. Re-running on another machine or device
 adds streams written there (``--tag``); existing files are never rewritten.
 
 The images are crops of scikit-image's astronaut (a held-out photo) and a procedural gradient:

@@ -166,7 +166,9 @@ def test_train_save_load_round_trip_and_the_codec_check(tmp_path, judge, codec, 
     with pytest.raises(ValueError, match="trained on mlcodec-hyperprior latents.*train-head --task adapter"):
         check_codec(meta, other, 0.5)
     check_codec(meta, codec, 0.5)
-    check_codec(meta, mlcodec.create_codec("mlcodec-hyperprior@1"), 0.5)  # the same weights, by release
+    check_codec(meta, mlcodec.create_codec("mlcodec-hyperprior@2"), 0.5)  # the same weights, by release
+    with pytest.raises(ValueError, match=r"not mlcodec-hyperprior@1 \("):  # the release before: other latents
+        check_codec(meta, mlcodec.create_codec("mlcodec-hyperprior@1"), 0.5)
 
 
 def test_load_adapter_refuses_other_checkpoints(tmp_path, judge):
