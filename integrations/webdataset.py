@@ -147,7 +147,8 @@ def begin_job(out: Path, source: Source, codec: str, quality: float,
                          f"choose one of {mlcodec.list_codecs(kind='learned')}")
     c = mlcodec.create_codec(codec)
     fingerprint = c.fingerprint(quality).hex()  # type: ignore[attr-defined]
-    _check_job(out, {"codec": c.name, "fingerprint": fingerprint, "quality": float(quality),
+    base, sep, weights = c.name.partition(":")  # a release (NAME@N) is its fingerprint's business
+    _check_job(out, {"codec": base.partition("@")[0] + sep + weights, "fingerprint": fingerprint, "quality": float(quality),
                      **settings, "source": source.describe()})
     for stale in out.glob("*.tmp"):
         stale.unlink()
@@ -160,8 +161,10 @@ def _check_job(out: Path, job: dict[str, Any]) -> None:
         old = json.loads(path.read_text())
         if old != job:
             diff = {k: (old.get(k), job.get(k)) for k in set(old) | set(job) if old.get(k) != job.get(k)}
+            hint = (" (the codec's weights changed since it began: finish it with the release "
+                    "that began it, --codec NAME@N)") if "fingerprint" in diff else ""
             raise ValueError(
-                f"{out} holds a shard job with other settings {diff}; "
+                f"{out} holds a shard job with other settings {diff}{hint}; "
                 f"use another output folder or delete it"
             )
     else:

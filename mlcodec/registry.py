@@ -143,21 +143,29 @@ def create_codec(name: str = DEFAULT_CODEC, pretrained: bool = True, device: str
     return config.builder(config, pretrained, device)
 
 
+def release_for(name: str, fingerprint: bytes, quality: float, pretrained: bool = True,
+                device: str = "cpu") -> Codec:
+    """The release of codec ``name`` whose weights write ``fingerprint`` at ``quality`` (as a shard
+    manifest or a head records them): ``NAME`` for the newest, ``NAME@N`` for an earlier one, the
+    current weights where none of the releases wrote it (whose decode, or the caller, then names
+    the mismatch). ``NAME@N`` and ``NAME:WEIGHTS`` are built as they are."""
+    if "@" in name or ":" in name or not pretrained:
+        return create_codec(name, pretrained, device)
+    config = codec_config(name)
+    for n in range(config.releases, 0, -1):  # newest first: the usual case is one build
+        codec = create_codec(f"{config.name}@{n}" if n < config.releases else config.name, pretrained, device)
+        if config.releases == 1 or fingerprint in codec.fingerprints(quality):  # type: ignore[attr-defined]
+            return codec
+    return create_codec(config.name, pretrained, device)
+
+
 def codec_for(data: bytes | Bitstream, pretrained: bool = True, device: str = "cpu") -> Codec:
     """The codec that wrote an ``.mlc`` bitstream (bytes or parsed): the codec id in its header
-    names the codec, and its weights fingerprint the release: ``NAME`` for the newest, ``NAME@N``
-    for an earlier one (the current weights where none of the releases wrote it, whose decode
-    then names the mismatch)."""
+    names the codec, and its weights fingerprint the release (:func:`release_for`)."""
     header = data.header if isinstance(data, Bitstream) else read_header(data)
     for c in _CODECS.values():
         if c.codec_id == header.codec_id and c.kind == "learned":
-            if not pretrained or c.releases == 1:
-                return create_codec(c.name, pretrained, device)
-            for n in range(c.releases, 0, -1):  # newest first: the usual case is one build
-                codec = create_codec(f"{c.name}@{n}" if n < c.releases else c.name, pretrained, device)
-                if header.fingerprint in codec.fingerprints(header.quality):
-                    return codec
-            return create_codec(c.name, pretrained, device)  # no release wrote it: decode names the mismatch
+            return release_for(c.name, header.fingerprint, header.quality, pretrained, device)
     raise BitstreamError(f"bitstream names codec id {header.codec_id}, which this mlcodec does not know")
 
 

@@ -182,10 +182,11 @@ def load_head(path: str | Path) -> tuple[nn.Module, TaskSpec, dict[str, Any]]:
 def codec_synthesis_stage(manifest: dict[str, Any], source: str | Path) -> nn.Sequential:
     """The first synthesis stage of the codec that wrote ``manifest``'s shards, checked to be the
     same weights (fingerprint) the shards were written with."""
-    from mlcodec.registry import create_codec
+    from mlcodec.registry import create_codec, release_for
 
-    codec = create_codec(manifest["codec"])
     quality = float(manifest.get("quality", 0.5))
+    codec = release_for(manifest["codec"], bytes.fromhex(manifest["fingerprint"]), quality) \
+        if manifest.get("fingerprint") else create_codec(manifest["codec"])  # the release that wrote them
     if not hasattr(codec, "synthesis_transform"):
         raise ValueError(f"{manifest['codec']} has no synthesis transform; use stem='learned'")
     have = codec.fingerprint(quality).hex()

@@ -230,6 +230,11 @@ def test_shard_job_refuses_other_settings_and_pixel_codecs(tmp_path):
         write_shards(src, tmp_path / "s", quality=0.7, progress=False)
     with pytest.raises(ValueError, match="pixel codec"):
         write_shards(src, tmp_path / "j", codec="jpeg", progress=False)
+    # a job begun before the default's weights changed: refused with the new ones, resumed with its release
+    write_shards(src, tmp_path / "r", codec="mlcodec-hyperprior@1", progress=False)
+    with pytest.raises(ValueError, match=r"weights changed since it began.*--codec NAME@N"):
+        write_shards(src, tmp_path / "r", progress=False)
+    write_shards(src, tmp_path / "r", codec="mlcodec-hyperprior@1", progress=False)
 
 
 def test_decode_shards_for_inspection(tmp_path):

@@ -102,3 +102,18 @@ def test_latent_segmenter_reads_two_trunk_stages_and_the_pixel_segmenter_three()
     # the latent segmenter's stride-8 logits come from layer1 and layer2 alone
     y = torch.randn(1, 96, 8, 8)
     assert latent.logits(y).shape == (1, 3, 16, 16)
+
+
+def test_synthesis_stem_comes_from_the_release_that_wrote_the_shards():
+    """Shards written before the default's weights changed still get their own release's stage:
+    the manifest's fingerprint picks ``mlcodec-hyperprior@1``; weights no release has are refused."""
+    from mlcodec.tasks.train import codec_synthesis_stage
+
+    y = torch.randn(1, 96, 4, 4)
+    for release in ("mlcodec-hyperprior@1", "mlcodec-hyperprior"):
+        codec = mlcodec.create_codec(release)
+        manifest = {"codec": "mlcodec-hyperprior", "quality": 0.5, "fingerprint": codec.fingerprint(0.5).hex()}
+        with torch.no_grad():
+            assert torch.equal(codec_synthesis_stage(manifest, "shards/")(y), codec.synthesis_transform(0.5)[:2](y))
+    with pytest.raises(ValueError, match="shards/ was written by mlcodec-hyperprior weights 00"):
+        codec_synthesis_stage({"codec": "mlcodec-hyperprior", "quality": 0.5, "fingerprint": "00" * 8}, "shards/")
