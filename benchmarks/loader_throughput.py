@@ -14,7 +14,6 @@ Reports images/s for num_workers 0 and 2 (one torch thread per process) and byte
 from __future__ import annotations
 
 import argparse
-import hashlib
 import inspect
 import io
 import os
@@ -119,8 +118,9 @@ def main() -> None:
     maxcount = 250
 
     def latent_shards(codec: str):
-        tag = "" if codec == mlcodec.DEFAULT_CODEC else "-" + hashlib.sha1(codec.encode()).hexdigest()[:8]
-        folder = work / f"latent-q{args.quality}{tag}"
+        # one folder per set of weights (its fingerprint), so a release change writes new shards
+        fingerprint = mlcodec.create_codec(codec).fingerprint(args.quality).hex()  # type: ignore[attr-defined]
+        folder = work / f"latent-q{args.quality}-{fingerprint[:8]}"
         reused = (folder / "manifest.json").exists()
         t0 = time.perf_counter()
         manifest = write_shards(IterableSource([(im, 0) for im in images]), folder, codec=codec,
