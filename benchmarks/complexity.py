@@ -17,11 +17,12 @@ BD-rate against WebP, for scale. Timings are ratios within one run: machines dif
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import time
 
-import numpy as np
 import torch
+from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
 import mlcodec
@@ -65,9 +66,6 @@ def learned_ms(codec: mlcodec.Codec, images: list, quality: float) -> dict[str, 
 
 
 def pixel_ms(codec: mlcodec.Codec, images: list, quality: float) -> float:
-    from PIL import Image
-    import io
-
     data = [codec.compress(im, quality) for im in images]
     return per_image_ms(lambda: [to_tensor(Image.open(io.BytesIO(d)).convert("RGB")) for d in data], len(data))
 

@@ -152,11 +152,14 @@ def release_for(name: str, fingerprint: bytes, quality: float, pretrained: bool 
     if "@" in name or ":" in name or not pretrained:
         return create_codec(name, pretrained, device)
     config = codec_config(name)
-    for n in range(config.releases, 0, -1):  # newest first: the usual case is one build
-        codec = create_codec(f"{config.name}@{n}" if n < config.releases else config.name, pretrained, device)
-        if config.releases == 1 or fingerprint in codec.fingerprints(quality):  # type: ignore[attr-defined]
+    newest = create_codec(config.name, pretrained, device)  # the usual case: one build
+    if config.releases == 1 or fingerprint in newest.fingerprints(quality):  # type: ignore[attr-defined]
+        return newest
+    for n in range(config.releases - 1, 0, -1):
+        codec = create_codec(f"{config.name}@{n}", pretrained, device)
+        if fingerprint in codec.fingerprints(quality):  # type: ignore[attr-defined]
             return codec
-    return create_codec(config.name, pretrained, device)
+    return newest
 
 
 def codec_for(data: bytes | Bitstream, pretrained: bool = True, device: str = "cpu") -> Codec:
