@@ -43,9 +43,13 @@ def main() -> None:
     ap.add_argument("--per-photo", type=int, default=84)
     ap.add_argument("--keep", type=int, default=120)
     ap.add_argument("--min-confidence", type=float, default=0.56)
-    ap.add_argument("--codecs", default="mlcodec-hyperprior,mlcodec-unified,webp,jpeg")
+    ap.add_argument("--codecs", default="mlcodec-hyperprior,mlcodec-unified,webp,jpeg",
+                    help="codec names, or LABEL=NAME (F=mlcodec-hyperprior:runs/F/weights.safetensors)")
     ap.add_argument("--qualities", default="0,0.05,0.1,0.2,0.35,0.5,0.7,0.9")
     ap.add_argument("--sets", default="confident,random")
+    ap.add_argument("--against", default="webp", help="comma-separated codecs (names or labels) the "
+                    "BD-rates are taken against, each with its paired interval (e.g. webp,F for "
+                    "an ablation's rows against its control)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -67,32 +71,36 @@ def main() -> None:
     }
     lowest = min((conf[i] for i in sets["confident"]), default=0.0)
     print(f"{len(photos)} held-out photos, {len(crops)} crops; confident set {len(sets['confident'])} "
-          f"(p >= {lowest:.2f}, from {len({crops[i].photo for i in sets['confident']})} photos)", flush=True)
+          f"(the surest, p >= {args.min_confidence}; the least sure of them p = {lowest:.2f}; from "
+          f"{len({crops[i].photo for i in sets['confident']})} photos)", flush=True)
     qualities = [float(q) for q in args.qualities.split(",")]
     report = {"command": " ".join(["python", *sys.argv]), "date": datetime.date.today().isoformat(),
               "machine": f"{machine()}, {args.threads} threads",
-              "judge": args.judge, "photos": [p.name for p in photos], "crops": len(crops), "sets": {}}
+              "judge": args.judge, "photos": [p.name for p in photos], "crops": len(crops),
+              "min_confidence": args.min_confidence, "least_sure_confident": lowest, "sets": {}}
     for set_name in args.sets.split(","):
         idx = sets[set_name]
         result = evaluate_judge(judge, [crops[i].image for i in idx], args.codecs.split(","), qualities,
                                 confident=args.min_confidence, progress=False)
-        bd = judge_bd_rates(result, "webp", resamples=args.bootstrap, seed=args.seed)
+        bd = {ref: judge_bd_rates(result, ref, resamples=args.bootstrap, seed=args.seed)
+              for ref in args.against.split(",")}
         report["sets"][set_name] = {"images": len(idx), "photos": sorted({crops[i].photo for i in idx}),
-                                    "rows": result["rows"], "bd_rates_vs_webp": bd}
+                                    "rows": result["rows"], **{f"bd_rates_vs_{ref}": b for ref, b in bd.items()}}
         print(f"\n== {set_name}: {len(idx)} crops from {len(report['sets'][set_name]['photos'])} photos")
         print(f"{'codec':<20} {'q':>5} {'bpp':>6} {'agree':>6} {'top5':>6} {'KL':>6}")
         for r in result["rows"]:
             print(f"{r['codec']:<20} {r['quality']:>5.2f} {r['bpp']:>6.3f} {r['agree']:>6.3f} "
                   f"{r['top5']:>6.3f} {r['kl']:>6.3f}")
-        for codec, by_metric in bd.items():
-            for metric in ("agree", "top5"):
-                b = by_metric[metric]
-                text = (f"n/a ({b['error']})" if "error" in b else
-                        f"{b['bd_rate']:+.1f}% [{b['ci'][0]:+.1f}, {b['ci'][1]:+.1f}] over {metric} "
-                        f"{b['metric_range'][0]:.3f}-{b['metric_range'][1]:.3f} "
-                        f"({b['bpp_range'][0]:.3f}-{b['bpp_range'][1]:.3f} bpp; "
-                        f"{b['no_overlap']}/{b['resamples']} resamples without overlap)")
-                print(f"BD-rate vs webp  {codec:<20} {metric:<6} {text}")
+        for ref, by_codec in bd.items():
+            for codec, by_metric in by_codec.items():
+                for metric in ("agree", "top5"):
+                    b = by_metric[metric]
+                    text = (f"n/a ({b['error']})" if "error" in b else
+                            f"{b['bd_rate']:+.1f}% [{b['ci'][0]:+.1f}, {b['ci'][1]:+.1f}] over {metric} "
+                            f"{b['metric_range'][0]:.3f}-{b['metric_range'][1]:.3f} "
+                            f"({b['bpp_range'][0]:.3f}-{b['bpp_range'][1]:.3f} bpp; "
+                            f"{b['no_overlap']}/{b['resamples']} resamples without overlap)")
+                    print(f"BD-rate vs {ref:<5} {codec:<20} {metric:<6} {text}")
         sys.stdout.flush()
     write_report(report, args.out, t0)
 

@@ -97,6 +97,13 @@ def main() -> None:
         print(f"{name} vs WebP: PSNR BD-rate {d:+.1f}%")
         if name == "mlcodec-hyperprior":
             vs_webp = d
+    ref_d = in_range(results["mlcodec-hyperprior"])
+    for name in args.also:  # a fine-tune against the default it started from (people's cost)
+        test = in_range(results[name])
+        d = {m: bd_rate([p["bpp"] for p in ref_d], [p[m] for p in ref_d], [p["bpp"] for p in test],
+                        [p[m] for p in test]) for m in (("psnr",) if args.no_ms_ssim else ("psnr", "ms_ssim"))}
+        summary[name]["vs_default"] = d
+        print(f"{name} vs mlcodec-hyperprior: " + ", ".join(f"{m} BD-rate {v:+.1f}%" for m, v in d.items()))
     lo_hi = [p["bpp"] for p in results["mlcodec-hyperprior"]]
     print(f"mlcodec-hyperprior bpp range over quality 0..1: {min(lo_hi):.3f}-{max(lo_hi):.3f}")
 

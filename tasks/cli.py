@@ -170,7 +170,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "of that judge (train-head --task adapter)")
     e.add_argument("--reference", help="pixel reference checkpoint (.safetensors)")
     e.add_argument("--codecs", default="mlcodec-hyperprior,jpeg,webp,avif",
-                   help=f"comma-separated, from {','.join(mlcodec.list_codecs())}")
+                   help=f"comma-separated, from {','.join(mlcodec.list_codecs())}; with --judge also "
+                        "LABEL=NAME (F=mlcodec-hyperprior:runs/F/weights.safetensors), reported as LABEL")
     e.add_argument("--qualities", default="0.1,0.3,0.5,0.7,0.9", help="comma-separated, each in [0, 1]")
     e.add_argument("--limit", type=int, default=0, help="evaluate the first N images only")
     e.add_argument("--batch-size", type=int, default=32, help="images per forward pass")

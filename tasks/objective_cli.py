@@ -43,6 +43,11 @@ class UnifiedPlugin:
         group.add_argument("--expert", action="append", default=[], metavar="TASK=PATH",
                            help="a frozen pixel model per seen task (train-head on lossless PNG "
                                 "shards: pixel-cls, pixel-seg, pixel-fcos)")
+        group.add_argument("--judge", metavar="NAME", help="a pretrained judge (mlcodec.tasks.judges, e.g. "
+                           "efficientnet-lite0) as an expert on dataset-like crops of the --data photos; "
+                           "with no --tasks, the procedural experts are left out")
+        group.add_argument("--judge-weights", metavar="FILE", help="the judge's weights file, where it needs one")
+        group.add_argument("--judge-batch", type=int, help="photo crops through the judge per step (default 4)")
         group.add_argument("--no-mtce", action="store_true", help="ablation: no alignment or balancing")
         group.add_argument("--no-bank", action="store_true", help="ablation: no memory bank")
         group.add_argument("--no-diffusion", action="store_true", help="ablation: no denoiser")
@@ -50,7 +55,7 @@ class UnifiedPlugin:
     def from_args(self, args: argparse.Namespace) -> CodecObjective:
         from .unified import UnifiedConfig, UnifiedObjective
 
-        tasks = [t for t in (args.tasks or "cls,seg,det").split(",") if t]
+        tasks = [t for t in (args.tasks or ("" if args.judge else "cls,seg,det")).split(",") if t]
         given = dict(e.split("=", 1) for e in args.expert if "=" in e)
         bad = [e for e in args.expert if "=" not in e]
         if bad:
@@ -59,10 +64,12 @@ class UnifiedPlugin:
         if missing:
             raise ValueError(f"no --expert for {', '.join(missing)}: train one per seen task with "
                              "`mlcodec train-head --head pixel-... ` on lossless PNG image shards")
+        judge = {"judge": args.judge, "judge_weights": args.judge_weights or "", "judge_photos": tuple(args.data),
+                 "judge_skimage": not args.no_skimage} if args.judge else {}
         cfg = UnifiedConfig(experts=tuple((t, given[t]) for t in tasks), mtce=not args.no_mtce,
-                            bank=not args.no_bank, diffusion=not args.no_diffusion,
-                            **_given(args, task_weight="task_weight", scenes="scenes",
-                                     scene_seed="scene_seed", scene_batch="scene_batch"))
+                            bank=not args.no_bank, diffusion=not args.no_diffusion, **judge,
+                            **_given(args, task_weight="task_weight", scenes="scenes", scene_seed="scene_seed",
+                                     scene_batch="scene_batch", judge_batch="judge_batch"))
         return UnifiedObjective(cfg)
 
 

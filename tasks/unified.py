@@ -42,6 +42,20 @@ rate-distortion term, which keeps the images fit for people):
   are weighted by ``dikl_weight``, outside the uncertainty balancing, so the ablation rows
   differ by one module each.
 
+* **A pretrained judge as an expert** (``judge``, e.g. ``efficientnet-lite0`` of
+  :mod:`mlcodec.tasks.judges`). Real models read real photos, so it trains on its own batch of
+  dataset-like photo crops (:class:`mlcodec.data.crops.DatasetCrops`: training photos downscaled
+  1-4x, some JPEG-compressed first; 224 px, replicate-padded to 256 as the codec pads them) coded
+  at random qualities, beside the procedural experts when they are given. Its terms:
+  ``rd_judge`` (rate-distortion on those crops, always: row F's control then fine-tunes on the
+  same photos), ``kl_judge`` (the KL divergence of the judge's prediction on the decoded crop
+  from its prediction on the original: no labels, the judge is its own teacher), and with MTCE
+  ``feat_judge`` (one minus cosine between the judge's features of the decoded and the original
+  crop at image strides 4, 8 and 16, averaged: choice, the stages where compression artefacts
+  and texture live, before the judge pools them) and ``align_judge`` (the latent, cropped to the
+  crop's own 14x14 extent, aligned to the judge's stride-16 features of the original through a
+  1x1 adapter, as for the procedural experts). DIKL runs on the photo latents too; its bank
+  decoders predict the judge's stride-16 features.
 * **F, the fine-tune control** (task weight 0, no DIKL; no expert is needed or run): the same
   steps with the rate-distortion terms alone, photos and task images. Fine-tuning on the
   synthetic scenes moves the task metrics by itself (domain adaptation) and costs the photos
@@ -56,6 +70,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -63,12 +78,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mlcodec.data.crops import DatasetCrops
+from mlcodec.data.photos import training_photos
 from mlcodec.objective import CodecObjective
 from mlcodec.train import rd_terms
 
+from .adapter import crop_latent
 from .codec_tuning import TaskBatch, TuningData, scene_pool
 from .data import PIXEL_MEAN, PIXEL_STD
 from .heads import pixel_features
+from .judges import Judge, create_judge
 from .losses import detection_loss, segmentation_loss
 
 log = logging.getLogger(__name__)
@@ -99,10 +118,23 @@ class UnifiedConfig:
     scene_batch: int = 8
     workers: int = 0
     lr: float = 1e-3
+    # a pretrained judge (mlcodec.tasks.judges) as an expert on photo crops; "" for none
+    judge: str = ""
+    judge_weights: str = ""  # its weights file, where it needs one (timm:/torchvision: judges)
+    judge_photos: tuple[str, ...] = ()  # photo folders its crops come from (train-codec --data)
+    judge_skimage: bool = True  # scikit-image's photos too
+    judge_batch: int = 4
+    judge_size: int = 224
 
     @property
     def tasks(self) -> tuple[str, ...]:
         return tuple(t for t, _ in self.experts)
+
+    @property
+    def scenes_used(self) -> bool:
+        """Procedural scenes are coded when a procedural expert is given, or when nothing else
+        is (the control F of the procedural ablation); a judge alone trains on photos only."""
+        return bool(self.experts) or not self.judge
 
     @property
     def row(self) -> str:
@@ -193,16 +225,29 @@ class UnifiedObjective(CodecObjective):
 
     name = "unified"
 
-    def __init__(self, cfg: UnifiedConfig, data: TuningData | None = None) -> None:
+    def __init__(self, cfg: UnifiedConfig, data: TuningData | None = None,
+                 photos: DatasetCrops | None = None) -> None:
         super().__init__()
-        if not cfg.experts and cfg.row != "F":
-            raise ValueError("unified training needs at least one frozen expert (--expert TASK=PATH)")
-        self.cfg, self.data = cfg, data
+        if not cfg.experts and not cfg.judge and cfg.row != "F":
+            raise ValueError("unified training needs at least one frozen expert (--expert TASK=PATH "
+                             "or --judge NAME)")
+        if cfg.judge_size % 16 or cfg.judge_size > 256:
+            raise ValueError(f"judge crops must be a multiple of 16 px and at most 256, not {cfg.judge_size}")
+        self.cfg, self.data, self.photos = cfg, data, photos
         self.lr, self.codec_lr = cfg.lr, cfg.codec_lr
         self.experts: dict[str, nn.Module] = load_experts(cfg.experts)  # frozen: not submodules
+        self.judge: Judge | None = None
+        if cfg.judge and cfg.row != "F":  # the control runs no expert
+            self.judge = create_judge(cfg.judge, cfg.judge_weights or None)
+            self.judge.stages(torch.zeros(1, 3, 32, 32))  # a judge without stages fails here, not mid-run
+        self._photo_batches: Iterator[Tensor] | None = None
 
     def prepare(self) -> None:
-        if self.data is None:
+        if self.cfg.judge and self.photos is None:
+            photos = training_photos(self.cfg.judge_photos, self.cfg.judge_skimage)
+            self.photos = DatasetCrops([p.image for p in photos], patch=self.cfg.judge_size)
+            log.info("judge crops from %d training photos", len(self.photos.photos))
+        if self.cfg.scenes_used and self.data is None:
             t0 = time.time()
             self.data = scene_pool(self.cfg.scenes, self.cfg.scene_size, self.cfg.scene_seed, self.cfg.workers)
             log.info("%d task images ready in %.0fs", len(self.data.images), time.time() - t0)
@@ -215,9 +260,14 @@ class UnifiedObjective(CodecObjective):
         with torch.no_grad():
             probe = torch.zeros(1, 3, 64, 64, device=device)
             chans = {t: pixel_features(e, probe).shape[1] for t, e in self.experts.items()}
+            if self.judge is not None:
+                self.judge.model.to(device)
+                chans["judge"] = self.judge.stages(probe)[0][16].shape[1]
         if cfg.mtce:
             self.adapters = nn.ModuleDict({t: nn.Conv2d(m, c, 1) for t, c in chans.items()})
-            terms = [f"task_{t}" for t in self.experts] + [f"align_{t}" for t in self.experts]
+            terms = [f"task_{t}" for t in self.experts] + [f"align_{t}" for t in chans]
+            if self.judge is not None:
+                terms += ["kl_judge", "feat_judge"]
             self.log_vars = nn.ParameterDict({k: nn.Parameter(torch.zeros(())) for k in terms})
         if cfg.bank or cfg.diffusion:
             self.embed = nn.Conv2d(m, cfg.embed, 1)
@@ -240,52 +290,105 @@ class UnifiedObjective(CodecObjective):
             return segmentation_loss(e.logits(xn), b.semantic, e.out_stride)
         return detection_loss(e(xn), b.box_targets())
 
-    def loss(self, model, gen, lambdas):
+    def _scene_branch(self, model, gen, lambdas, terms, logs) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Procedural scenes: ``(rd_scene, latent, expert features of the originals)``; task terms
+        go into ``terms``."""
         assert self.data is not None, "prepare() first"
         cfg = self.cfg
         b = self.data.batch(cfg.scene_batch, gen, self.device)
         qs = torch.rand(b.images.shape[0], generator=gen).to(self.device)
         fwd = model(b.images, qs)
-        rd_scene, _, _ = rd_terms(fwd, b.images, qs, lambdas)
-        logs: dict[str, Tensor] = {"rd_scene": rd_scene.detach()}
-        if cfg.row == "F":  # the control: nothing but rate-distortion (no expert is run)
-            return rd_scene, logs
-        terms = {f"task_{t}": self._expert_loss(t, fwd.x_hat.float(), b) for t in self.experts}
+        rd, _, _ = rd_terms(fwd, b.images, qs, lambdas)
+        logs["rd_scene"] = rd.detach()
         feats: dict[str, Tensor] = {}
+        if cfg.row == "F":  # the control: nothing but rate-distortion (no expert is run)
+            return rd, fwd.latent, feats
+        terms.update({f"task_{t}": self._expert_loss(t, fwd.x_hat.float(), b) for t in self.experts})
         if cfg.mtce or cfg.bank:
             with torch.no_grad():
                 xn = _normalise(b.images)
                 feats = {t: pixel_features(e, xn) for t, e in self.experts.items()}
-        latent = fwd.latent
+        return rd, fwd.latent, feats
+
+    def _judge_branch(self, model, gen, lambdas, terms, logs) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Photo crops through the judge: ``(rd_judge, latent cropped to the crops' extent, the
+        judge's stride-16 features of the originals)``; the judge's terms go into ``terms``."""
+        assert self.photos is not None, "prepare() first"
+        cfg = self.cfg
+        if self._photo_batches is None:  # seeded from the loop's generator, so a resume draws anew
+            seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
+            self._photo_batches = self.photos.batches(cfg.judge_batch, seed)
+        x = next(self._photo_batches).to(self.device).float().div_(255.0)
+        size = cfg.judge_size
+        padded = F.pad(x, (0, 256 - size, 0, 256 - size), mode="replicate") if size < 256 else x
+        qs = torch.rand(x.shape[0], generator=gen).to(self.device)
+        fwd = model(padded, qs)
+        rd, _, _ = rd_terms(fwd, padded, qs, lambdas)
+        logs["rd_judge"] = rd.detach()
+        latent = crop_latent(fwd.latent, (size, size))
+        if self.judge is None:  # the control
+            return rd, latent, {}
+        with torch.no_grad():
+            ref_feats, ref_logits = self.judge.stages(x)
+        dec_feats, dec_logits = self.judge.stages(fwd.x_hat[..., :size, :size].float().clamp(0, 1))
+        terms["kl_judge"] = F.kl_div(dec_logits.log_softmax(1), ref_logits.log_softmax(1), log_target=True,
+                                     reduction="batchmean")
         if cfg.mtce:
-            for t, a in self.adapters.items():
-                terms[f"align_{t}"] = _cos_loss(a(latent), feats[t])
+            terms["feat_judge"] = sum(_cos_loss(dec_feats[s], ref_feats[s]) for s in ref_feats) / len(ref_feats)
+        return rd, latent, {"judge": ref_feats[16]}
+
+    def loss(self, model, gen, lambdas):
+        cfg = self.cfg
+        logs: dict[str, Tensor] = {}
+        terms: dict[str, Tensor] = {}
+        branches = []  # (rd, latent, features of the originals)
+        if cfg.scenes_used:
+            branches.append(self._scene_branch(model, gen, lambdas, terms, logs))
+        if cfg.judge:
+            branches.append(self._judge_branch(model, gen, lambdas, terms, logs))
+        total = sum(rd for rd, _, _ in branches)
+        if cfg.row == "F":
+            return total, logs
+        if cfg.mtce:
+            for _, latent, feats in branches:
+                for t, f in feats.items():
+                    terms[f"align_{t}"] = _cos_loss(self.adapters[t](latent), f)
             task_total = sum(0.5 * torch.exp(-self.log_vars[k]) * v + 0.5 * self.log_vars[k]
                              for k, v in terms.items())
         else:
             task_total = sum(terms.values())
         logs.update({k: v.detach() for k, v in terms.items()})
-        total = rd_scene + cfg.task_weight * task_total
+        total = total + cfg.task_weight * task_total
         if cfg.bank or cfg.diffusion:
-            query = self.embed(latent)
-            retrieved = self.bank(query) if cfg.bank else None
-            dikl = latent.new_zeros(())
-            if retrieved is not None:
-                bank = sum(_cos_loss(d(retrieved), feats[t]) for t, d in self.bank_decoders.items())
+            dikl = total.new_zeros(())
+            bank_terms, diff_terms = [], []
+            for _, latent, feats in branches:
+                retrieved = self.bank(self.embed(latent)) if cfg.bank else None
+                if retrieved is not None:
+                    bank_terms += [_cos_loss(self.bank_decoders[t](retrieved), f) for t, f in feats.items()]
+                if cfg.diffusion:
+                    diff_terms.append(self._diffusion(latent, retrieved, gen))
+            if bank_terms:
+                bank = sum(bank_terms)
                 logs["bank"] = bank.detach()
                 dikl = dikl + bank
-            if cfg.diffusion:
-                rms = latent.detach().pow(2).mean((0, 2, 3), keepdim=True).sqrt().clamp_min(1e-3)
-                y0 = latent / rms
-                t = torch.randint(cfg.timesteps, (y0.shape[0],), generator=gen).to(self.device)
-                noise = torch.randn(y0.shape, generator=gen).to(self.device)
-                ab = self.alpha_bar[t][:, None, None, None]
-                y_t = ab.sqrt() * y0 + (1 - ab).sqrt() * noise
-                diff = F.mse_loss(self.denoiser(y_t, t, retrieved), noise)
+            if diff_terms:
+                diff = sum(diff_terms) / len(diff_terms)
                 logs["diffusion"] = diff.detach()
                 dikl = dikl + diff
             total = total + cfg.dikl_weight * dikl
         return total, logs
+
+    def _diffusion(self, latent: Tensor, retrieved: Tensor | None, gen: torch.Generator) -> Tensor:
+        """The denoiser's epsilon-MSE on ``latent`` (normalised per channel by its detached batch
+        RMS), conditioned on the bank's retrieval."""
+        rms = latent.detach().pow(2).mean((0, 2, 3), keepdim=True).sqrt().clamp_min(1e-3)
+        y0 = latent / rms
+        t = torch.randint(self.cfg.timesteps, (y0.shape[0],), generator=gen).to(self.device)
+        noise = torch.randn(y0.shape, generator=gen).to(self.device)
+        ab = self.alpha_bar[t][:, None, None, None]
+        y_t = ab.sqrt() * y0 + (1 - ab).sqrt() * noise
+        return F.mse_loss(self.denoiser(y_t, t, retrieved), noise)
 
     def metadata(self) -> dict[str, Any]:
         cfg = asdict(self.cfg)

@@ -154,3 +154,19 @@ def test_crops_and_judge_eval_commands(tmp_path, capsys):
     assert "BD-rate vs webp: jpeg" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "crops"), "-o", str(tmp_path / "x")]) == 2
     assert "eval needs --task" in capsys.readouterr().err
+
+
+def test_a_codec_given_as_label_equals_name_is_reported_under_its_label():
+    import skimage.data
+
+    from mlcodec.tasks.judge_eval import evaluate_judge
+    from mlcodec.tasks.judges import create_judge
+
+    judge = create_judge("efficientnet-lite0")
+    images = [Image.fromarray(skimage.data.coffee()[:224, :224]), Image.fromarray(skimage.data.chelsea()[:224, :224])]
+    plain = evaluate_judge(judge, images, ["jpeg"], [0.2], progress=False)
+    labelled = evaluate_judge(judge, images, ["low=jpeg"], [0.2], progress=False)
+    assert [r["codec"] for r in labelled["rows"]] == ["low"]
+    assert {k: v for k, v in labelled["rows"][0].items() if k != "codec"} == \
+        {k: v for k, v in plain["rows"][0].items() if k != "codec"}
+    assert list(labelled["per_image"]) == ["low@0.2"]
