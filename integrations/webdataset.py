@@ -357,6 +357,11 @@ def _die_with_parent(parent: int) -> None:
     import signal
     import sys
 
+    if hasattr(signal, "SIGPIPE"):
+        # the kernel closes a killed job's end of the result pipe before it signals the workers:
+        # a worker sending a result in that window ends quietly on SIGPIPE instead of printing
+        # a BrokenPipeError traceback (the job is gone; nothing reads the result)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         import ctypes
 
