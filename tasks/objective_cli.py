@@ -55,6 +55,8 @@ class UnifiedPlugin:
     def from_args(self, args: argparse.Namespace) -> CodecObjective:
         from .unified import UnifiedConfig, UnifiedObjective
 
+        if args.judge_weights and not args.judge:
+            raise ValueError("--judge-weights is the weights file of a --judge NAME; give the judge too")
         tasks = [t for t in (args.tasks or ("" if args.judge else "cls,seg,det")).split(",") if t]
         given = dict(e.split("=", 1) for e in args.expert if "=" in e)
         bad = [e for e in args.expert if "=" not in e]

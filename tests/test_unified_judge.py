@@ -125,7 +125,7 @@ def test_a_judge_without_feature_stages_is_refused_up_front(tmp_path):
         UnifiedObjective(UnifiedConfig(experts=(), judge=JUDGE, judge_size=200))
 
 
-def test_train_codec_takes_a_judge_without_procedural_experts(monkeypatch, tmp_path):
+def test_train_codec_takes_a_judge_without_procedural_experts(monkeypatch, tmp_path, capsys):
     import mlcodec.train
     from mlcodec.cli import main
 
@@ -137,6 +137,8 @@ def test_train_codec_takes_a_judge_without_procedural_experts(monkeypatch, tmp_p
     assert cfg.experts == () and cfg.judge == JUDGE and cfg.judge_batch == 3 and cfg.row == "A2"
     assert cfg.judge_photos == (str(tmp_path),) and not cfg.judge_skimage and not cfg.scenes_used
     assert seen["objective"].metadata()["unified"]["judge"] == JUDGE
+    assert main(["train-codec", "--objective", "unified", "--judge-weights", "w.safetensors", "-o", str(tmp_path)]) == 2
+    assert "give the judge too" in capsys.readouterr().err
 
 
 def test_judge_crops_come_from_training_photos_only(tmp_path):
