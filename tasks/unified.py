@@ -45,7 +45,7 @@ rate-distortion term, which keeps the images fit for people):
 * **A pretrained judge as an expert** (``judge``, e.g. ``efficientnet-lite0`` of
   :mod:`mlcodec.tasks.judges`). Real models read real photos, so it trains on its own batch of
   dataset-like photo crops (:class:`mlcodec.data.crops.DatasetCrops`: training photos downscaled
-  1-4x, some JPEG-compressed first; 224 px, replicate-padded to 256 as the codec pads them) coded
+  1-4x, some JPEG-compressed first; 224 px, replicate-padded to a multiple of 64 as the codec pads them) coded
   at random qualities, beside the procedural experts when they are given. Its terms:
   ``rd_judge`` (rate-distortion on those crops, always: row F's control then fine-tunes on the
   same photos), ``kl_judge`` (the KL divergence of the judge's prediction on the decoded crop
@@ -78,6 +78,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mlcodec.codecs.learned import pad_to
 from mlcodec.data.crops import DatasetCrops
 from mlcodec.data.photos import training_photos
 from mlcodec.objective import CodecObjective
@@ -320,7 +321,7 @@ class UnifiedObjective(CodecObjective):
             self._photo_batches = self.photos.batches(cfg.judge_batch, seed)
         x = next(self._photo_batches).to(self.device).float().div_(255.0)
         size = cfg.judge_size
-        padded = F.pad(x, (0, 256 - size, 0, 256 - size), mode="replicate") if size < 256 else x
+        padded = pad_to(x, 64)  # as the codec pads an image before coding it
         qs = torch.rand(x.shape[0], generator=gen).to(self.device)
         fwd = model(padded, qs)
         rd, _, _ = rd_terms(fwd, padded, qs, lambdas)
