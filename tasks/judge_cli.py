@@ -44,6 +44,7 @@ def cmd_crops(args: argparse.Namespace) -> int:
     prediction: list[int | None] = [None] * len(crops)
     keep = list(range(len(crops)))
     if args.judge != "none":
+        from .judge_eval import confident_subset
         from .judges import create_judge
 
         judge = create_judge(args.judge, args.judge_weights)
@@ -52,8 +53,8 @@ def cmd_crops(args: argparse.Namespace) -> int:
                                           unit="batch", disable=args.quiet)])
         p = logits.softmax(1).max(1)
         confidence, prediction = p.values.tolist(), p.indices.tolist()
-        keep = [i for i in sorted(keep, key=lambda i: -confidence[i]) if confidence[i] >= args.min_confidence]
-        keep = sorted(keep[: args.keep] if args.keep else keep)
+        keep = confident_subset(confidence, [c.photo for c in crops], args.keep, args.min_confidence,
+                                args.max_per_photo)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     index = []
@@ -66,7 +67,7 @@ def cmd_crops(args: argparse.Namespace) -> int:
     (out / "crops.json").write_text(json.dumps({
         "photos": str(args.photos), "size": args.size, "scales": scales, "per_photo": args.per_photo,
         "seed": args.seed, "judge": args.judge, "min_confidence": args.min_confidence,
-        "keep": args.keep, "sampled": len(crops), "crops": index}, indent=1))
+        "keep": args.keep, "max_per_photo": args.max_per_photo, "sampled": len(crops), "crops": index}, indent=1))
     print(f"{len(index)} of {len(crops)} crops from {len(files)} photos -> {out}")
     return 0
 
@@ -167,5 +168,7 @@ def register_crops(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--judge-weights", help="weights file of a timm:/torchvision: judge")
     c.add_argument("--min-confidence", type=float, default=0.0, help="keep crops the judge is at least this sure of")
     c.add_argument("--keep", type=int, default=0, help="keep the N crops the judge is surest of (0: all above the minimum)")
+    c.add_argument("--max-per-photo", type=int, default=0, help="with --keep/--min-confidence: at most N "
+                   "kept crops from one photo (0: no cap), so one photo full of a sure class cannot fill the set")
     c.add_argument("--seed", type=int, default=0, help="crop sampling seed")
     c.set_defaults(func=cmd_crops)

@@ -55,6 +55,26 @@ def agreement(ref_logits: torch.Tensor, test_logits: torch.Tensor) -> dict[str, 
     return {"agree": agree.numpy(), "top5": top5.numpy(), "kl": kl.numpy()}
 
 
+def confident_subset(confidence: Sequence[float], photos: Sequence[str], keep: int = 0,
+                     min_confidence: float = 0.0, max_per_photo: int = 0) -> list[int]:
+    """Indexes (ascending) of the crops the judge is surest of: at most ``keep`` of them (0: all),
+    each with ``confidence`` at least ``min_confidence``, at most ``max_per_photo`` from any one
+    of ``photos`` (0: no cap; crops of one photo are not independent, and without a cap a photo
+    full of one sure class can fill the set). Ties keep the crops' order."""
+    if len(confidence) != len(photos):
+        raise ValueError(f"{len(confidence)} confidences for {len(photos)} photos")
+    taken: dict[str, int] = {}
+    out: list[int] = []
+    for i in sorted(range(len(confidence)), key=lambda i: -confidence[i]):
+        if (keep and len(out) == keep) or confidence[i] < min_confidence:
+            break
+        if max_per_photo and taken.get(photos[i], 0) >= max_per_photo:
+            continue
+        taken[photos[i]] = taken.get(photos[i], 0) + 1
+        out.append(i)
+    return sorted(out)
+
+
 def read_labels(path: str | Path, names: Sequence[str]) -> np.ndarray:
     """Class indexes for ``names`` from a CSV (``file,label``) or JSON (``{file: label}``) file,
     keyed by file name or stem."""

@@ -126,6 +126,21 @@ def test_read_labels_names_the_missing_image(tmp_path):
         read_labels(tmp_path / "l.csv", ["a.png", "c.png"])
 
 
+def test_confident_subset_keeps_the_surest_within_a_cap_per_photo():
+    from mlcodec.tasks.judge_eval import confident_subset
+
+    conf = [0.9, 0.2, 0.95, 0.6, 0.8, 0.7, 0.5]
+    photos = ["a", "b", "a", "b", "a", "a", "b"]
+    assert confident_subset(conf, photos) == list(range(7))
+    assert confident_subset(conf, photos, keep=3) == [0, 2, 4]
+    assert confident_subset(conf, photos, min_confidence=0.65) == [0, 2, 4, 5]
+    # a's surest two (2, 0), then b's (3, 6) in confidence order, within keep=4
+    assert confident_subset(conf, photos, keep=4, max_per_photo=2) == [0, 2, 3, 6]
+    assert confident_subset(conf, photos, keep=4, min_confidence=0.55, max_per_photo=2) == [0, 2, 3]
+    with pytest.raises(ValueError, match="7 confidences for 6 photos"):
+        confident_subset(conf, photos[:6])
+
+
 def test_crops_and_judge_eval_commands(tmp_path, capsys):
     import skimage.data
 
@@ -141,6 +156,10 @@ def test_crops_and_judge_eval_commands(tmp_path, capsys):
     conf = [c["confidence"] for c in index["crops"]]
     assert index["sampled"] == 12 and len(conf) == 8
     assert len(list((tmp_path / "crops").glob("*.png"))) == 8
+    assert main(["crops", str(photos), "-o", str(tmp_path / "capped"), "--per-photo", "6", "--size", "128",
+                 "--keep", "8", "--max-per-photo", "3", "--quiet"]) == 0
+    capped = json.loads((tmp_path / "capped" / "crops.json").read_text())["crops"]
+    assert sorted(c["photo"] for c in capped) == ["chelsea"] * 3 + ["coffee"] * 3
     (tmp_path / "labels.csv").write_text("".join(f"{c['file']},{c['prediction']}\n" for c in index["crops"]))
     assert main(["eval", "--judge", "efficientnet-lite0", str(tmp_path / "crops"), "--codecs", "jpeg,webp",
                  "--qualities", "0,0.05,0.3,0.9", "--labels", str(tmp_path / "labels.csv"),
