@@ -39,8 +39,8 @@ full run, which finds everything trained and evaluates:
     python -m benchmarks.unified --work runs/unified-cpu --rows A4,F,A1,A2,A3,A5,A6,LOO --until codecs --threads 1
     python -m benchmarks.unified --work runs/unified-cpu --rows A0 --until references --threads 1
 
-``--packaged-a4`` takes row A4 from the shipped ``mlcodec-unified`` weights (trained by this
-script's A4 recipe) instead of training it again; its shards, heads and kept evaluations live in
+``--packaged-a4`` takes row A4 from the first release of ``mlcodec-unified`` (``@1``, trained by
+this script's A4 recipe; release 2 was trained on real photos by ``scripts/unified_release.sh``) instead of training it again; its shards, heads and kept evaluations live in
 ``WORK/rows/A4-packaged``, apart from a retrained A4's.
 
 A run with ``--references trained`` evaluates while a reference still trains: that task gets its
@@ -205,7 +205,7 @@ def main() -> None:
                     help="evaluation tasks whose references and heads train and evaluate (all by default): "
                          "two processes can train references of different tasks side by side")
     ap.add_argument("--packaged-a4", action="store_true",
-                    help="row A4 is the shipped mlcodec-unified (trained by this script's A4 recipe, "
+                    help="row A4 is mlcodec-unified@1 (trained by this script's A4 recipe, "
                          "BENCHMARKS.md) instead of a codec trained again in WORK/codecs/A4")
     ap.add_argument("--seed-rows", "--two-seeds", dest="two_seeds", default="A0,A4",
                     help="rows whose latent heads train with --head-seeds seeds (the others: seed 0)")
@@ -285,7 +285,7 @@ def main() -> None:
         if row == "A0":
             continue
         if row == "A4" and args.packaged_a4:
-            specs[row] = "mlcodec-unified"
+            specs[row] = "mlcodec-unified@1"
             continue
         mtce, bank, diffusion, seen = ROWS[row]
         out = work / "codecs" / (row + args.tag)

@@ -71,9 +71,11 @@ _CODECS: dict[str, CodecConfig] = {
                     _build_gained, weights="mlcodec-hyperprior.safetensors",
                     earlier=("mlcodec-hyperprior@1.safetensors",)),
         CodecConfig("mlcodec-unified", 3, "learned",
-                    "mlcodec-hyperprior's architecture fine-tuned for people and machines (MTCE + "
-                    "DIKL, mlcodec.tasks.unified); its own weights and codec id",
-                    _build_gained, weights="mlcodec-unified.safetensors"),
+                    "mlcodec-hyperprior fine-tuned for people and machines (mlcodec.tasks.unified); "
+                    "its own weights and codec id. @2: EfficientNet-Lite0 as the expert on real "
+                    "photos, quality 0 near 0.05 bpp; @1: procedural experts, MTCE + DIKL",
+                    _build_gained, weights="mlcodec-unified.safetensors",
+                    earlier=("mlcodec-unified@1.safetensors",)),
         CodecConfig("bmshj2018-hyperprior", 2, "learned",
                     "CompressAI's scale hyperprior (Balle 2018), 8 models; weights download once",
                     _build_bmshj),

@@ -16,7 +16,8 @@ DATA = Path(__file__).parent / "data"
 RELEASES = {
     DATA / "golden": "mlcodec-hyperprior@1",
     DATA / "golden-hyperprior-2": "mlcodec-hyperprior",  # the newest release: its plain name
-    DATA / "golden-unified": "mlcodec-unified",
+    DATA / "golden-unified": "mlcodec-unified@1",
+    DATA / "golden-unified-2": "mlcodec-unified",
 }
 GOLDEN = DATA / "golden"
 

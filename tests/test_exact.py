@@ -69,11 +69,14 @@ def test_golden_latents_equal_the_numpy_integer_reference(folder):
         assert hashlib.sha256(ref.astype("<f4").tobytes()).hexdigest() == expected[f.name], f.name
 
 
-def test_the_default_codec_is_the_newest_release():
+def test_the_plain_names_are_the_newest_releases():
     assert mlcodec.create_codec().fingerprint(0.5) == \
         mlcodec.create_codec("mlcodec-hyperprior@2").fingerprint(0.5)
     assert mlcodec.create_codec().fingerprint(0.5) != \
         mlcodec.create_codec("mlcodec-hyperprior@1").fingerprint(0.5)
+    newest, first = (mlcodec.create_codec(f"mlcodec-unified{r}") for r in ("", "@1"))
+    assert newest.fingerprint(0.5) == mlcodec.create_codec("mlcodec-unified@2").fingerprint(0.5)
+    assert newest.fingerprint(0.5) != first.fingerprint(0.5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here; runs where one is lent")

@@ -30,6 +30,8 @@ SKIP = {
     "mlcodec train-codec --objective tasks --data": "fine-tunes the codec for minutes on a GPU "
                                                      "(benchmarks/tuned_codec.py)",
     "scripts/fetch_photos.sh      #": "trains the packaged weights: hours on a CPU, a GPU for stages 2-3",
+    "scripts/unified_release.sh runs/unified-release": "trains mlcodec-unified's packaged weights "
+                                                        "(an hour on two CPU cores) and replaces them",
 }
 
 

@@ -234,7 +234,8 @@ def test_mlcodec_unified_round_trips_and_decodes_alike_in_any_batch_and_thread_c
     assert codec.config.codec_id not in (1, 2) and codec.config.kind == "learned"
     assert codec.fingerprint(0.5) != default.fingerprint(0.5)
     images = [photo, photo.crop((0, 0, 128, 96)), photo.transpose(Image.FLIP_LEFT_RIGHT).crop((40, 8, 232, 136))]
-    datas = codec.compress_batch(images, quality=0.5)
+    # release 2 spans lambdas 0.0001-0.0932, so its 0.7 is about the default's 0.5 in rate
+    datas = codec.compress_batch(images, quality=0.7)
     assert all(read_header(d).version == 3 for d in datas)  # the exact integer hyper-synthesis
     assert type(mlcodec.codec_for(datas[0])) is type(codec) and mlcodec.codec_for(datas[0]).name == "mlcodec-unified"
     decoded = codec.decompress_batch(datas)
@@ -249,6 +250,6 @@ def test_mlcodec_unified_round_trips_and_decodes_alike_in_any_batch_and_thread_c
         torch.set_num_threads(threads)
     for a, b in zip(together, alone):
         assert torch.equal(a, b)
-    assert codec.compress(images[1], 0.5) == datas[1]  # encoding is deterministic
+    assert codec.compress(images[1], 0.7) == datas[1]  # encoding is deterministic
     with pytest.raises(ValueError, match="decode it with mlcodec.codec_for"):
         default.decompress(datas[0])

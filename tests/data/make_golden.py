@@ -2,8 +2,9 @@
 
 Run once per format and per released weights, and commit the output: ``golden`` holds
 ``mlcodec-hyperprior@1``'s streams, ``golden-hyperprior-2`` those of ``@2`` (``--codec
-mlcodec-hyperprior@2 --out tests/data/golden-hyperprior-2``), ``golden-unified`` the released
-``mlcodec-unified`` weights' (``--codec mlcodec-unified --out tests/data/golden-unified``), kept so
+mlcodec-hyperprior@2 --out tests/data/golden-hyperprior-2``), ``golden-unified`` those of
+``mlcodec-unified@1`` (``--codec mlcodec-unified@1 --out tests/data/golden-unified``) and
+``golden-unified-2`` of ``@2`` (``--codec mlcodec-unified@2 --out tests/data/golden-unified-2``), kept so
 that retrained weights never orphan them. The tests decode these files under other thread counts,
 batch sizes and instruction sets, and expect the latents recorded here bit for bit. Re-running on another machine or device
 adds streams written there (``--tag``); existing files are never rewritten.
