@@ -40,7 +40,8 @@ full run, which finds everything trained and evaluates:
     python -m benchmarks.unified --work runs/unified-cpu --rows A0 --until references --threads 1
 
 ``--packaged-a4`` takes row A4 from the first release of ``mlcodec-unified`` (``@1``, trained by
-this script's A4 recipe; release 2 was trained on real photos by ``scripts/unified_release.sh``) instead of training it again; its shards, heads and kept evaluations live in
+this script's A4 recipe; release 2 was trained on real photos by ``scripts/unified_release.sh``)
+instead of training it again; its shards, heads and kept evaluations live in
 ``WORK/rows/A4-packaged``, apart from a retrained A4's.
 
 A run with ``--references trained`` evaluates while a reference still trains: that task gets its
