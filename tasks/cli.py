@@ -89,6 +89,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate_codecs(args.task, source, spec, args.codecs.split(","), _floats(args.qualities),
                              latent_head=heads or None, pixel_reference=args.reference,
                              batch_size=args.batch_size, progress=not args.quiet)
+    if args.bd_reference:  # BD-rates against another codec's curve too (pixel domain unless named)
+        from .evaluate import bd_rates, curves
+
+        ref = args.bd_reference if "/" in args.bd_reference else f"{args.bd_reference}/pixel"
+        if ref not in curves(result["rows"]):
+            raise ValueError(f"--bd-reference {args.bd_reference}: no {ref} curve among "
+                             f"{sorted(curves(result['rows']))} (list the codec in --codecs; pixel curves "
+                             "need --reference)")
+        result["bd_reference"] = ref
+        result["bd_rate_vs_reference"] = bd_rates(result["rows"], result["metric"], ref)
     paths = write_report(result, args.output)
     metric = result["metric"]
     print(f"{'codec':<22} {'domain':<7} {'quality':>7} {'bpp':>7} {metric:>7}")
@@ -97,6 +107,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{r['codec']:<22} {r['domain']:<7} {q:>7} {r['bpp']:>7.3f} {r[metric]:>7.4f}")
     for name, v in result["bd_rate_vs_jpeg"].items():
         print(f"BD-rate vs jpeg/pixel: {name:<28} " + ("n/a" if v is None else f"{v:+.1f}%"))
+    if "bd_reference" in result and not result["bd_rate_vs_reference"]:
+        print(f"BD-rate vs {result['bd_reference']}: no other curve to compare")
+    for name, v in result.get("bd_rate_vs_reference", {}).items():
+        print(f"BD-rate vs {result['bd_reference']}: {name:<28} " + ("n/a" if v is None else f"{v:+.1f}%"))
     for name, why in result["skipped"].items():
         print(f"skipped {name}: {why}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -151,7 +151,9 @@ def add_judge_args(e: argparse.ArgumentParser) -> None:
     e.add_argument("--confident", type=float, default=0.5,
                    help="--judge: images whose top probability on the original is at least this are 'confident'")
     e.add_argument("--bootstrap", type=int, default=1000, help="--judge: bootstrap resamples for BD-rate intervals")
-    e.add_argument("--bd-reference", help="--judge: the codec BD-rates are taken against (default: webp if listed)")
+    e.add_argument("--bd-reference", help="--judge: the codec BD-rates are taken against (default: webp if listed); "
+                   "--task: a codec's curve BD-rates are also taken against, CODEC[/DOMAIN] (pixel by default), "
+                   "beside JPEG's")
     e.add_argument("--seed", type=int, default=0, help="--judge: bootstrap seed")
 
 

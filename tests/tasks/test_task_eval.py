@@ -1,6 +1,7 @@
 """`eval`: accuracy against bitrate, BD-rates of task curves, and the commands end to end."""
 
 import csv
+import json
 
 import pytest
 
@@ -48,6 +49,8 @@ def test_bd_rates_of_task_curves_known_example():
              for r, a in zip(rates, acc)]
     rows += [{"codec": "uncompressed", "domain": "pixel", "bpp": 24.0, "top1": 0.9}]
     assert bd_rates(rows, "top1") == {"mlcodec-hyperprior/latent": pytest.approx(-40.0)}
+    # against another codec's curve (eval --bd-reference): JPEG needs 1/0.6 the bits
+    assert bd_rates(rows, "top1", "mlcodec-hyperprior/latent") == {"jpeg/pixel": pytest.approx(100 / 0.6 - 100)}
 
 
 def test_eval_refuses_a_head_trained_on_other_weights(bench, tmp_path, spec_of):
@@ -87,5 +90,14 @@ def test_cli_synth_shard_train_head_eval(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "mlcodec-hyperprior     latent    0.200" in text
     assert sorted(p.name for p in out.iterdir()) == ["eval_seg.csv", "eval_seg.json", "eval_seg.png"]
+    args = ["-q", "eval", "--task", "seg", "--coco", str(data / "coco/val/annotations.json"), "--images",
+            str(data / "coco/val/images"), "--head", f"mlcodec-hyperprior={heads / 'latent-seg.safetensors'}",
+            "--codecs", "mlcodec-hyperprior,jpeg", "--qualities", "0.1,0.3,0.5,0.7", "--limit", "4", "-o", str(out)]
+    assert main([*args, "--bd-reference", "mlcodec-hyperprior"]) == 2  # no --reference: no pixel rows
+    assert "no mlcodec-hyperprior/pixel curve" in capsys.readouterr().err
+    assert main([*args, "--bd-reference", "mlcodec-hyperprior/latent"]) == 0
+    result = json.loads((out / "eval_seg.json").read_text())
+    assert result["bd_reference"] == "mlcodec-hyperprior/latent" and result["bd_rate_vs_reference"] == {}
+    assert "BD-rate vs mlcodec-hyperprior/latent: no other curve" in capsys.readouterr().out
     assert main(["-q", "train-head", "--task", "det", "--head", "pixel-det", "-o", str(heads)]) == 2
     assert "--yolo-data" in capsys.readouterr().err
