@@ -102,3 +102,57 @@ def write_report(report: dict, out: str, started: float) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(report, indent=1))
     print(f"\n{report['seconds']:.0f} s; wrote {out}")
+
+
+#: experts, evaluation references and other trained inputs kept in git (fp16, DEVELOPERS.md budget)
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def recipe_digest(recipe: dict) -> str:
+    """16 hex digits naming a recipe (its JSON with sorted keys): a fixture is used only for it."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_fixture(src: str | Path, dst: str | Path, recipe: dict, extra: dict | None = None) -> Path:
+    """``src`` (a safetensors file) as a float16 fixture at ``dst``: floating tensors halved, its
+    metadata kept, plus ``recipe``, its digest and ``extra`` (JSON), under ``fixture_*`` keys."""
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: (t.half() if t.is_floating_point() else t) for k in f.keys() for t in [f.get_tensor(k)]}
+    meta.update({"fixture_recipe": json.dumps(recipe), "fixture_digest": json.dumps(recipe_digest(recipe)),
+                 "fixture_extra": json.dumps(extra or {})})
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(dst), metadata=meta)
+    return Path(dst)
+
+
+def restore_fixture(src: str | Path, dst: str | Path, recipe: dict) -> dict | None:
+    """Write fixture ``src`` back as float32 at ``dst`` (its metadata as it was before
+    :func:`write_fixture`) when it was made by ``recipe``; returns its extra metadata, or None
+    (nothing written) when there is no such file or it was made by another recipe."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    if not Path(src).is_file():
+        return None
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        if json.loads(meta.get("fixture_digest", "null")) != recipe_digest(recipe):
+            return None
+        tensors = {k: (t.float() if t.is_floating_point() else t) for k in f.keys() for t in [f.get_tensor(k)]}
+    extra = json.loads(meta.get("fixture_extra", "{}"))
+    meta = {k: v for k, v in meta.items() if not k.startswith("fixture_")}
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(dst), metadata=meta)
+    return extra

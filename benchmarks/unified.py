@@ -44,6 +44,10 @@ this script's A4 recipe; release 2 was trained on real photos by ``scripts/unifi
 instead of training it again; its shards, heads and kept evaluations live in
 ``WORK/rows/A4-packaged``, apart from a retrained A4's.
 
+Evaluation references kept as fixtures (``--export-fixtures``: float16, with their recipe, in
+``benchmarks/fixtures/unified-references-TASK.safetensors``) are restored instead of trained when
+the recipe (scenes, size, epochs, seed) is the same, so a new machine skips hours of training.
+
 A run with ``--references trained`` evaluates while a reference still trains: that task gets its
 latent rows now, and a later run adds its decode + reference rows (the kept latent rows of rows
 already evaluated are measured again, as their key names the reference).
@@ -78,7 +82,7 @@ from mlcodec.tasks.train import train_head  # noqa: E402
 from mlcodec.tasks.unified import UnifiedConfig, UnifiedObjective  # noqa: E402
 from mlcodec.train import TrainConfig, train  # noqa: E402
 from mlcodec.weights import read_metadata  # noqa: E402
-from benchmarks.common import held_out_photos, measure  # noqa: E402
+from benchmarks.common import FIXTURES, held_out_photos, measure, restore_fixture, write_fixture  # noqa: E402
 from benchmarks.task_rd import Subset  # noqa: E402
 
 BASE = "mlcodec-hyperprior"
@@ -228,6 +232,11 @@ def main() -> None:
                     help="where the experts, codecs, references and latent heads train (cpu, cuda); "
                          "shards, evaluation, photos and speed run on the CPU")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--export-fixtures", action="store_true",
+                    help="write the trained evaluation references of --eval-tasks as float16 fixtures "
+                         "(benchmarks/fixtures/unified-references-TASK.safetensors, with their recipe) "
+                         "and stop; a later run on any machine restores a reference from its fixture "
+                         "instead of training it, when the recipe (scenes, size, epochs, seed) is the same")
     args = ap.parse_args()
     eval_names = set(args.eval_tasks.split(","))
     eval_tasks = [t for t in EVAL_TASKS if t[0] in eval_names]
@@ -261,10 +270,28 @@ def main() -> None:
     def pixel_model_trained(kind: str, task: str, head: str, label: str = "label") -> bool:
         return (pixel_out(kind, task, label) / f"{head}.history.json").exists()  # written when training ends
 
+    def pixel_recipe(task: str, head: str, seed: int, label: str) -> dict:
+        return {"head": head, "task": task, "label": label, "seed": seed, "train": args.train,
+                "val": args.val, "size": args.size, "epochs": args.expert_epochs or EXPERT_EPOCHS[task]}
+
+    def fixture_path(kind: str, task: str, label: str) -> Path:  # evaluation references only
+        return FIXTURES / f"unified-{kind}-{pixel_out(kind, task, label).name}.safetensors"
+
+    def restored(kind: str, task: str, head: str, seed: int, label: str = "label") -> bool:
+        """Trained, or restored now from its fixture (evaluation references) made by this recipe."""
+        out = pixel_out(kind, task, label)
+        if not pixel_model_trained(kind, task, head, label) and kind == "references":
+            fixture = fixture_path(kind, task, label)
+            extra = restore_fixture(fixture, out / f"{head}.safetensors", pixel_recipe(task, head, seed, label))
+            if extra is not None:
+                (out / f"{head}.history.json").write_text(json.dumps(extra["history"], indent=1))
+                stamp(f"{kind} {head} ({label}) seed {seed} restored from {fixture}")
+        return pixel_model_trained(kind, task, head, label)
+
     def pixel_model(kind: str, task: str, head: str, seed: int, label: str = "label") -> str:
         out = pixel_out(kind, task, label)
         path = out / f"{head}.safetensors"
-        if not pixel_model_trained(kind, task, head, label):
+        if not restored(kind, task, head, seed, label):
             data()
             r = train_head(task, [work / "png/train"], [work / "png/val"], out, head=head,
                            epochs=args.expert_epochs or EXPERT_EPOCHS[task], seed=seed, progress=False,
@@ -316,15 +343,23 @@ def main() -> None:
         return
     train_src, val_src = data()
     refs: dict[str, str | None] = {"cls": None, "seg": None, "det": None, "colour": None}
+    wanted = {**{t: (t, h, "label") for t, h in EXPERT_HEADS.items()}, "colour": ("cls", "pixel-cls", "colour")}
     if args.references != "none":
-        wanted = {**{t: (t, h, "label") for t, h in EXPERT_HEADS.items()}, "colour": ("cls", "pixel-cls", "colour")}
         for name, (task, head, label) in wanted.items():
             if name not in eval_names:  # only the evaluated tasks' references
                 continue
-            if args.references == "train" or pixel_model_trained("references", task, head, label):
+            if args.references == "train" or restored("references", task, head, 1, label):
                 refs[name] = pixel_model("references", task, head, 1, label)
             else:
                 stamp(f"reference for {name} not trained yet: latent rows only")
+    if args.export_fixtures:  # the trained evaluation references, as float16 fixtures
+        for name, (task, head, label) in wanted.items():
+            if name in eval_names and refs[name] is not None:
+                history = json.loads((pixel_out("references", task, label) / f"{head}.history.json").read_text())
+                dst = write_fixture(refs[name], fixture_path("references", task, label),
+                                    pixel_recipe(task, head, 1, label), {"history": history})
+                stamp(f"wrote {dst} ({dst.stat().st_size} bytes)")
+        return
     if args.until == "references":
         return
 
