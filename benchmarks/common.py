@@ -135,6 +135,18 @@ def write_fixture(src: str | Path, dst: str | Path, recipe: dict, extra: dict | 
     return Path(dst)
 
 
+def fixture_digest(path: str | Path) -> str | None:
+    """The recipe digest that fixture ``path`` was written with; None when there is no such file."""
+    import json
+
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {}).get("fixture_digest", "null"))
+
+
 def restore_fixture(src: str | Path, dst: str | Path, recipe: dict) -> dict | None:
     """Write fixture ``src`` back as float32 at ``dst`` (its metadata as it was before
     :func:`write_fixture`) when it was made by ``recipe``; returns its extra metadata, or None
@@ -144,12 +156,10 @@ def restore_fixture(src: str | Path, dst: str | Path, recipe: dict) -> dict | No
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    if not Path(src).is_file():
+    if fixture_digest(src) != recipe_digest(recipe):
         return None
     with safe_open(str(src), framework="pt") as f:
         meta = dict(f.metadata() or {})
-        if json.loads(meta.get("fixture_digest", "null")) != recipe_digest(recipe):
-            return None
         tensors = {k: (t.float() if t.is_floating_point() else t) for k in f.keys() for t in [f.get_tensor(k)]}
     extra = json.loads(meta.get("fixture_extra", "{}"))
     meta = {k: v for k, v in meta.items() if not k.startswith("fixture_")}

@@ -44,9 +44,14 @@ this script's A4 recipe; release 2 was trained on real photos by ``scripts/unifi
 instead of training it again; its shards, heads and kept evaluations live in
 ``WORK/rows/A4-packaged``, apart from a retrained A4's.
 
-Evaluation references kept as fixtures (``--export-fixtures``: float16, with their recipe, in
-``benchmarks/fixtures/unified-references-TASK.safetensors``) are restored instead of trained when
-the recipe (scenes, size, epochs, seed) is the same, so a new machine skips hours of training.
+Experts and evaluation references kept as fixtures (``--export-fixtures``: float16, with their
+recipe, in ``benchmarks/fixtures/unified-{experts,references}-TASK.safetensors``) are restored
+instead of trained when the recipe (scenes, size, epochs, seed) is the same, so a new machine skips
+hours of training. ``--until experts`` trains the experts of ``--expert-tasks`` alone (two
+processes can train different ones side by side), for ``train-codec --objective unified --expert``
+outside this script too (``scripts/unified_release.sh``):
+
+    python -m benchmarks.unified --work runs/unified-cpu --until experts --expert-tasks seg --threads 1
 
 A run with ``--references trained`` evaluates while a reference still trains: that task gets its
 latent rows now, and a later run adds its decode + reference rows (the kept latent rows of rows
@@ -82,7 +87,8 @@ from mlcodec.tasks.train import train_head  # noqa: E402
 from mlcodec.tasks.unified import UnifiedConfig, UnifiedObjective  # noqa: E402
 from mlcodec.train import TrainConfig, train  # noqa: E402
 from mlcodec.weights import read_metadata  # noqa: E402
-from benchmarks.common import FIXTURES, held_out_photos, measure, restore_fixture, write_fixture  # noqa: E402
+from benchmarks.common import (FIXTURES, fixture_digest, held_out_photos, measure, recipe_digest, restore_fixture,
+                               write_fixture)  # noqa: E402
 from benchmarks.task_rd import Subset  # noqa: E402
 
 BASE = "mlcodec-hyperprior"
@@ -224,8 +230,11 @@ def main() -> None:
                     "decode + reference rows are added by a later run); none (latent heads only)")
     ap.add_argument("--no-references", dest="references", action="store_const", const="none",
                     help="the same as --references none")
-    ap.add_argument("--until", choices=("codecs", "references", "heads", "end"), default="end",
-                    help="stop after a stage: codecs (the experts and the rows' codecs: a GPU lease), "
+    ap.add_argument("--expert-tasks", default=",".join(EXPERT_HEADS),
+                    help="with --until experts or --export-fixtures: the tasks whose experts train or "
+                         "are written")
+    ap.add_argument("--until", choices=("experts", "codecs", "references", "heads", "end"), default="end",
+                    help="stop after a stage: experts (those of --expert-tasks), codecs (the experts and the rows' codecs: a GPU lease), "
                          "references (also the evaluation references), heads (also the rows' latent "
                          "heads), end (also the evaluation and the report)")
     ap.add_argument("--device", default="cpu",
@@ -233,11 +242,15 @@ def main() -> None:
                          "shards, evaluation, photos and speed run on the CPU")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--export-fixtures", action="store_true",
-                    help="write the trained evaluation references of --eval-tasks as float16 fixtures "
-                         "(benchmarks/fixtures/unified-references-TASK.safetensors, with their recipe) "
-                         "and stop; a later run on any machine restores a reference from its fixture "
-                         "instead of training it, when the recipe (scenes, size, epochs, seed) is the same")
+                    help="write the trained experts of --expert-tasks and evaluation references of "
+                         "--eval-tasks as float16 fixtures (benchmarks/fixtures/unified-KIND-TASK.safetensors, "
+                         "with their recipe), training nothing, and stop; a later run on any machine "
+                         "restores a model from its fixture instead of training it, when the recipe "
+                         "(scenes, size, epochs, seed) is the same")
     args = ap.parse_args()
+    expert_tasks = args.expert_tasks.split(",")
+    if unknown := set(expert_tasks) - set(EXPERT_HEADS):
+        raise SystemExit(f"--expert-tasks: unknown {sorted(unknown)}; choose from {list(EXPERT_HEADS)}")
     eval_names = set(args.eval_tasks.split(","))
     eval_tasks = [t for t in EVAL_TASKS if t[0] in eval_names]
     if unknown := eval_names - {t[0] for t in EVAL_TASKS}:
@@ -274,13 +287,13 @@ def main() -> None:
         return {"head": head, "task": task, "label": label, "seed": seed, "train": args.train,
                 "val": args.val, "size": args.size, "epochs": args.expert_epochs or EXPERT_EPOCHS[task]}
 
-    def fixture_path(kind: str, task: str, label: str) -> Path:  # evaluation references only
+    def fixture_path(kind: str, task: str, label: str) -> Path:
         return FIXTURES / f"unified-{kind}-{pixel_out(kind, task, label).name}.safetensors"
 
     def restored(kind: str, task: str, head: str, seed: int, label: str = "label") -> bool:
-        """Trained, or restored now from its fixture (evaluation references) made by this recipe."""
+        """Trained, or restored now from its fixture made by this recipe."""
         out = pixel_out(kind, task, label)
-        if not pixel_model_trained(kind, task, head, label) and kind == "references":
+        if not pixel_model_trained(kind, task, head, label):
             fixture = fixture_path(kind, task, label)
             extra = restore_fixture(fixture, out / f"{head}.safetensors", pixel_recipe(task, head, seed, label))
             if extra is not None:
@@ -301,6 +314,26 @@ def main() -> None:
 
     def expert(task: str) -> str:  # trained when a codec row first needs it
         return pixel_model("experts", task, EXPERT_HEADS[task], 0)
+
+    wanted = {**{t: (t, h, "label") for t, h in EXPERT_HEADS.items()}, "colour": ("cls", "pixel-cls", "colour")}
+    if args.export_fixtures:  # what is trained (or restored), as float16 fixtures; nothing trains
+        for kind, seed, names in (("experts", 0, expert_tasks), ("references", 1, eval_names)):
+            for name, (task, head, label) in wanted.items():
+                if name not in names or not restored(kind, task, head, seed, label):
+                    continue
+                if fixture_digest(fixture_path(kind, task, label)) == recipe_digest(pixel_recipe(task, head, seed, label)):
+                    stamp(f"{fixture_path(kind, task, label)} already holds {kind} {name} of this recipe")
+                    continue
+                out = pixel_out(kind, task, label)
+                history = json.loads((out / f"{head}.history.json").read_text())
+                dst = write_fixture(out / f"{head}.safetensors", fixture_path(kind, task, label),
+                                    pixel_recipe(task, head, seed, label), {"history": history})
+                stamp(f"wrote {dst} ({dst.stat().st_size} bytes)")
+        return
+    if args.until == "experts":
+        for task in expert_tasks:
+            stamp(f"expert {task}: {expert(task)}")
+        return
 
     def row_dir(row: str) -> Path:  # shards, heads and kept evaluations of a row
         return work / "rows" / (row + args.tag + ("-packaged" if row == "A4" and args.packaged_a4 else ""))
@@ -343,7 +376,6 @@ def main() -> None:
         return
     train_src, val_src = data()
     refs: dict[str, str | None] = {"cls": None, "seg": None, "det": None, "colour": None}
-    wanted = {**{t: (t, h, "label") for t, h in EXPERT_HEADS.items()}, "colour": ("cls", "pixel-cls", "colour")}
     if args.references != "none":
         for name, (task, head, label) in wanted.items():
             if name not in eval_names:  # only the evaluated tasks' references
@@ -352,14 +384,6 @@ def main() -> None:
                 refs[name] = pixel_model("references", task, head, 1, label)
             else:
                 stamp(f"reference for {name} not trained yet: latent rows only")
-    if args.export_fixtures:  # the trained evaluation references, as float16 fixtures
-        for name, (task, head, label) in wanted.items():
-            if name in eval_names and refs[name] is not None:
-                history = json.loads((pixel_out("references", task, label) / f"{head}.history.json").read_text())
-                dst = write_fixture(refs[name], fixture_path("references", task, label),
-                                    pixel_recipe(task, head, 1, label), {"history": history})
-                stamp(f"wrote {dst} ({dst.stat().st_size} bytes)")
-        return
     if args.until == "references":
         return
 
