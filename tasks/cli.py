@@ -86,17 +86,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         source = IterableSource([(source[i].image, source[i].target) for i in range(args.limit)],
                                 name=source.name, class_names=source.class_names)
     heads = [tuple(h.split("=", 1)) if "=" in h else h for h in args.head or []]
-    result = evaluate_codecs(args.task, source, spec, args.codecs.split(","), _floats(args.qualities),
+    codecs = args.codecs.split(",")
+    # BD-rates against another codec's curve too (pixel domain unless named); a codec missing from
+    # --codecs fails here, before the evaluation
+    ref = args.bd_reference if not args.bd_reference or "/" in args.bd_reference else f"{args.bd_reference}/pixel"
+    if ref and ref.split("/", 1)[0] not in codecs:
+        raise ValueError(f"--bd-reference {args.bd_reference}: {ref.split('/', 1)[0]} is not among --codecs {codecs}")
+    result = evaluate_codecs(args.task, source, spec, codecs, _floats(args.qualities),
                              latent_head=heads or None, pixel_reference=args.reference,
                              batch_size=args.batch_size, progress=not args.quiet)
-    if args.bd_reference:  # BD-rates against another codec's curve too (pixel domain unless named)
+    if ref:
         from .evaluate import bd_rates, curves
 
-        ref = args.bd_reference if "/" in args.bd_reference else f"{args.bd_reference}/pixel"
-        if ref not in curves(result["rows"]):
-            raise ValueError(f"--bd-reference {args.bd_reference}: no {ref} curve among "
-                             f"{sorted(curves(result['rows']))} (list the codec in --codecs; pixel curves "
-                             "need --reference)")
+        if ref not in (found := curves(result["rows"])):
+            raise ValueError(f"--bd-reference {args.bd_reference}: no {ref} curve among {sorted(found)} "
+                             "(pixel curves need --reference, latent ones --head)")
         result["bd_reference"] = ref
         result["bd_rate_vs_reference"] = bd_rates(result["rows"], result["metric"], ref)
     paths = write_report(result, args.output)

@@ -95,6 +95,8 @@ def test_cli_synth_shard_train_head_eval(tmp_path, capsys):
             "--codecs", "mlcodec-hyperprior,jpeg", "--qualities", "0.1,0.3,0.5,0.7", "--limit", "4", "-o", str(out)]
     assert main([*args, "--bd-reference", "mlcodec-hyperprior"]) == 2  # no --reference: no pixel rows
     assert "no mlcodec-hyperprior/pixel curve" in capsys.readouterr().err
+    assert main([*args, "--bd-reference", "webp"]) == 2  # not among --codecs: refused before evaluating
+    assert "webp is not among --codecs" in capsys.readouterr().err
     assert main([*args, "--bd-reference", "mlcodec-hyperprior/latent"]) == 0
     result = json.loads((out / "eval_seg.json").read_text())
     assert result["bd_reference"] == "mlcodec-hyperprior/latent" and result["bd_rate_vs_reference"] == {}
