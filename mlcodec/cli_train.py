@@ -16,6 +16,7 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
                       steps=args.steps, batch_size=args.batch_size, patch=args.patch, crops=args.crops,
                       lr=args.lr or 2e-4,
                       bf16=args.bf16, seed=args.seed, threads=args.threads, device=args.device,
+                      progress=not args.quiet,
                       init=args.init or "", minutes=args.minutes, distill_hyper=args.distill_hyper,
                       distill_hidden=args.distill_hidden, distill_loss=args.distill_loss,
                       mask_decay=tuple(args.mask_decay or ()), fresh_hyper=tuple(args.fresh_hyper or ()),

@@ -236,12 +236,13 @@ class Judge:
                              f"its front; adaptable judges: {', '.join(n for n, c in _JUDGES.items() if c.split)}")
         return self.config.split(self.model, stride)
 
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's input for ``(N, 3, S, S)`` pixels in [0, 1] (differentiable; no resizing)."""
+    def normalise(self, x: torch.Tensor, scale: float = 255.0) -> torch.Tensor:
+        """The model's input for ``(N, 3, S, S)`` pixels in [0, 1] (in [0, 255] with ``scale=1``;
+        differentiable; no resizing)."""
         c = self.config
         mean = torch.tensor(c.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(c.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x * 255.0 - mean) / std
+        return (x * scale - mean) / std
 
     def stages(self, x: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
         """``({image stride: features}, logits)`` of pixels ``x`` in [0, 1], differentiable in
@@ -265,10 +266,7 @@ class Judge:
                 left, top = (im.width - c.input_size) // 2, (im.height - c.input_size) // 2
                 im = im.crop((left, top, left + c.input_size, top + c.input_size))
             out.append(torch.from_numpy(np.asarray(im, dtype=np.float32).copy()).permute(2, 0, 1))
-        x = torch.stack(out)
-        mean = torch.tensor(c.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(c.std, dtype=torch.float32).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return self.normalise(torch.stack(out), scale=1.0)
 
     @torch.no_grad()
     def logits(self, images: Sequence[Image.Image], batch_size: int = 32) -> torch.Tensor:
