@@ -11,8 +11,13 @@
 # Stage 2 re-interpolates the 7 gain levels onto lambdas 0.0001-0.0932, the default's span
 # (0.0005-0.45, 3.1x a level) shifted about 5x lower, so quality 0 comes near 0.05 bpp on 224 px
 # dataset-like crops, and trains the same objective on them.
-# The result is stage2/weights.safetensors; it is packaged as
-# mlcodec/pretrained/mlcodec-unified.safetensors (release 1 stays as mlcodec-unified@1).
+# Stage 3 puts the procedural benchmark's frozen segmentation and detection experts (seed 0,
+# benchmarks.unified's recipe, restored from benchmarks/fixtures/ when kept there) beside the judge,
+# so MTCE stays multi-task and the decoded scenes' tasks come back toward release 1's, and trains
+# 1,000 steps from stage 2 on the same lambdas: per step 4 photo crops of 224 px through the judge,
+# 4 of 256 px for rate-distortion, 8 scenes of 128 px through the experts.
+# Release 2 is stage 2's weights. STAGE2=FILE starts stage 3 from FILE instead, skipping stages 1
+# and 2: the packaged mlcodec-unified@2 holds the same tensors as stage 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-runs/unified-release}
@@ -24,12 +29,20 @@ mkdir -p "$work"
 # release 2 of the default by name, whichever file holds it once a later release replaces it
 init=$(python -c "from mlcodec.registry import codec_config, pretrained_path
 print(pretrained_path(codec_config('mlcodec-hyperprior@2')))")
-for steps in 1000 2000; do
-  mlcodec train-codec "${common[@]}" --init "$init" \
-    --steps "$steps" -o "$work/stage1"
-done
-mlcodec train-codec "${common[@]}" --init "$work/stage1/weights.safetensors" \
-  --lambdas 0.0001 0.0003 0.001 0.003 0.0095 0.03 0.0932 --steps 2000 -o "$work/stage2"
+stage2=${STAGE2:-$work/stage2/weights.safetensors}
+if [[ -z ${STAGE2:-} ]]; then
+  for steps in 1000 2000; do
+    mlcodec train-codec "${common[@]}" --init "$init" \
+      --steps "$steps" -o "$work/stage1"
+  done
+  mlcodec train-codec "${common[@]}" --init "$work/stage1/weights.safetensors" \
+    --lambdas 0.0001 0.0003 0.001 0.003 0.0095 0.03 0.0932 --steps 2000 -o "$work/stage2"
+fi
+scenes=${SCENES:-runs/unified-cpu}  # the procedural benchmark's work folder (its scenes and experts)
+python -m benchmarks.unified --work "$scenes" --until experts --expert-tasks seg,det --threads "$threads"
+mlcodec train-codec "${common[@]}" --init "$stage2" --tasks seg,det \
+  --expert "seg=$scenes/experts/seg/pixel-seg.safetensors" --expert "det=$scenes/experts/det/pixel-fcos.safetensors" \
+  --steps 1000 -o "$work/stage3"
 # The packaged copy: the same tensors (so the same fingerprint), with the release named and this
 # machine's paths replaced in the metadata
 python - "$work/stage2/weights.safetensors" "$work/mlcodec-unified.safetensors" <<'PY'
