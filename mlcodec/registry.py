@@ -72,10 +72,11 @@ _CODECS: dict[str, CodecConfig] = {
                     earlier=("mlcodec-hyperprior@1.safetensors",)),
         CodecConfig("mlcodec-unified", 3, "learned",
                     "mlcodec-hyperprior fine-tuned for people and machines (mlcodec.tasks.unified); "
-                    "its own weights and codec id. @2: EfficientNet-Lite0 as the expert on real "
-                    "photos, quality 0 near 0.05 bpp; @1: procedural experts, MTCE + DIKL",
+                    "its own weights and codec id. @3: EfficientNet-Lite0 beside procedural seg/det "
+                    "experts; @2: EfficientNet-Lite0 as the expert on real photos, quality 0 near "
+                    "0.05 bpp; @1: procedural experts, MTCE + DIKL",
                     _build_gained, weights="mlcodec-unified.safetensors",
-                    earlier=("mlcodec-unified@1.safetensors",)),
+                    earlier=("mlcodec-unified@1.safetensors", "mlcodec-unified@2.safetensors")),
         CodecConfig("bmshj2018-hyperprior", 2, "learned",
                     "CompressAI's scale hyperprior (Balle 2018), 8 models; weights download once",
                     _build_bmshj),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The recipe of mlcodec-unified release 2 (issue 31): the packaged default (mlcodec-hyperprior
+# The recipe of mlcodec-unified release 3 (issue 31): the packaged default (mlcodec-hyperprior
 # release 2) fine-tuned with EfficientNet-Lite0 as the unified objective's expert, on the
-# allow-listed training photos only (scripts/fetch_photos.sh), then widened to lower rates.
+# allow-listed training photos only (scripts/fetch_photos.sh), widened to lower rates (release 2),
+# then trained with the procedural experts beside the judge (release 3).
 #
 #   scripts/unified_release.sh [WORK] [THREADS]      # resumable: rerun the same command
 #
@@ -16,7 +17,7 @@
 # so MTCE stays multi-task and the decoded scenes' tasks come back toward release 1's, and trains
 # 1,000 steps from stage 2 on the same lambdas: per step 4 photo crops of 224 px through the judge,
 # 4 of 256 px for rate-distortion, 8 scenes of 128 px through the experts.
-# Release 2 is stage 2's weights. STAGE2=FILE starts stage 3 from FILE instead, skipping stages 1
+# Release 2 is stage 2's weights, release 3 stage 3's. STAGE2=FILE starts stage 3 from FILE instead, skipping stages 1
 # and 2: the packaged mlcodec-unified@2 holds the same tensors as stage 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +46,7 @@ mlcodec train-codec "${common[@]}" --init "$stage2" --tasks seg,det \
   --steps 1000 -o "$work/stage3"
 # The packaged copy: the same tensors (so the same fingerprint), with the release named and this
 # machine's paths replaced in the metadata
-python - "$work/stage2/weights.safetensors" "$work/mlcodec-unified.safetensors" <<'PY'
+python - "$work/stage3/weights.safetensors" "$work/mlcodec-unified.safetensors" <<'PY'
 import json, sys
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -54,21 +55,25 @@ src, dst = sys.argv[1:]
 with safe_open(src, framework="pt") as f:
     meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
 config = json.loads(meta["config"])
-config["init"] = "stage 1 of scripts/unified_release.sh (2,000 steps of row A2 from mlcodec-hyperprior release 2)"
+config["init"] = "mlcodec-unified release 2 (stage 2 of scripts/unified_release.sh)"
 config["data"] = ["~/.cache/mlcodec/photos (scripts/fetch_photos.sh; held-out photos excluded)"]
 meta["config"] = json.dumps(config)
 unified = json.loads(meta["unified"])
 unified["judge_photos"] = config["data"]
+unified["experts"] = {t: f"benchmarks/fixtures/unified-experts-{t}.safetensors (benchmarks.unified --until experts)"
+                      for t in unified["experts"]}
 meta["unified"] = json.dumps(unified)
-if "init_recipe" in meta:  # stage 1's own config
+if "init_recipe" in meta:  # stage 2's own config
     recipe = json.loads(meta["init_recipe"])
-    recipe["init"] = "mlcodec-hyperprior release 2 (the packaged default)"
+    recipe["init"] = "stage 1 of scripts/unified_release.sh (2,000 steps of row A2 from mlcodec-hyperprior release 2)"
     recipe["data"] = config["data"]
     meta["init_recipe"] = json.dumps(recipe)
 meta["release"] = json.dumps(
-    "mlcodec-unified@2: mlcodec-hyperprior release 2 fine-tuned with EfficientNet-Lite0 as the unified "
-    "objective's expert (logit KL + MTCE, no DIKL) on dataset-like crops of the training photos, "
-    "2,000 steps, then 2,000 more on lambdas 0.0001-0.0932 (scripts/unified_release.sh)")
+    "mlcodec-unified@3: mlcodec-unified release 2 (mlcodec-hyperprior release 2 fine-tuned with "
+    "EfficientNet-Lite0 as the unified objective's expert, logit KL + MTCE, no DIKL, on dataset-like crops "
+    "of the training photos, 2,000 steps, then 2,000 more on lambdas 0.0001-0.0932) trained 1,000 more "
+    "steps with the procedural benchmark's segmentation and detection experts beside the judge "
+    "(scripts/unified_release.sh)")
 save_file(tensors, dst, metadata=meta)
 print(f"wrote {dst}: cp it to mlcodec/pretrained/mlcodec-unified.safetensors")
 PY

@@ -17,7 +17,8 @@ RELEASES = {
     DATA / "golden": "mlcodec-hyperprior@1",
     DATA / "golden-hyperprior-2": "mlcodec-hyperprior",  # the newest release: its plain name
     DATA / "golden-unified": "mlcodec-unified@1",
-    DATA / "golden-unified-2": "mlcodec-unified",
+    DATA / "golden-unified-2": "mlcodec-unified@2",
+    DATA / "golden-unified-3": "mlcodec-unified",
 }
 GOLDEN = DATA / "golden"
 

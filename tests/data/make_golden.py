@@ -4,7 +4,8 @@ Run once per format and per released weights, and commit the output: ``golden`` 
 ``mlcodec-hyperprior@1``'s streams, ``golden-hyperprior-2`` those of ``@2`` (``--codec
 mlcodec-hyperprior@2 --out tests/data/golden-hyperprior-2``), ``golden-unified`` those of
 ``mlcodec-unified@1`` (``--codec mlcodec-unified@1 --out tests/data/golden-unified``) and
-``golden-unified-2`` of ``@2`` (``--codec mlcodec-unified@2 --out tests/data/golden-unified-2``), kept so
+``golden-unified-2`` of ``@2`` (``--codec mlcodec-unified@2 --out tests/data/golden-unified-2``) and
+``golden-unified-3`` of ``@3`` (``--codec mlcodec-unified@3 --out tests/data/golden-unified-3``), kept so
 that retrained weights never orphan them. The tests decode these files under other thread counts,
 batch sizes and instruction sets, and expect the latents recorded here bit for bit. Re-running on another machine or device
 adds streams written there (``--tag``); existing files are never rewritten.
