@@ -321,13 +321,13 @@ def main() -> None:
             for name, (task, head, label) in wanted.items():
                 if name not in names or not restored(kind, task, head, seed, label):
                     continue
-                if fixture_digest(fixture_path(kind, task, label)) == recipe_digest(pixel_recipe(task, head, seed, label)):
-                    stamp(f"{fixture_path(kind, task, label)} already holds {kind} {name} of this recipe")
+                dst, recipe = fixture_path(kind, task, label), pixel_recipe(task, head, seed, label)
+                if fixture_digest(dst) == recipe_digest(recipe):
+                    stamp(f"{dst} already holds {kind} {name} of this recipe")
                     continue
                 out = pixel_out(kind, task, label)
                 history = json.loads((out / f"{head}.history.json").read_text())
-                dst = write_fixture(out / f"{head}.safetensors", fixture_path(kind, task, label),
-                                    pixel_recipe(task, head, seed, label), {"history": history})
+                write_fixture(out / f"{head}.safetensors", dst, recipe, {"history": history})
                 stamp(f"wrote {dst} ({dst.stat().st_size} bytes)")
         return
     if args.until == "experts":

@@ -27,11 +27,11 @@ photos=${PHOTOS:-$HOME/.cache/mlcodec/photos}
 common=(--objective unified --judge efficientnet-lite0 --no-bank --no-diffusion --data "$photos"
         --crops dataset --patch 256 --batch-size 4 --bf16 --seed 0 --threads "$threads")
 mkdir -p "$work"
-# release 2 of the default by name, whichever file holds it once a later release replaces it
-init=$(python -c "from mlcodec.registry import codec_config, pretrained_path
-print(pretrained_path(codec_config('mlcodec-hyperprior@2')))")
 stage2=${STAGE2:-$work/stage2/weights.safetensors}
 if [[ -z ${STAGE2:-} ]]; then
+  # release 2 of the default by name, whichever file holds it once a later release replaces it
+  init=$(python -c "from mlcodec.registry import codec_config, pretrained_path
+print(pretrained_path(codec_config('mlcodec-hyperprior@2')))")
   for steps in 1000 2000; do
     mlcodec train-codec "${common[@]}" --init "$init" \
       --steps "$steps" -o "$work/stage1"

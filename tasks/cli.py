@@ -90,8 +90,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     # BD-rates against another codec's curve too (pixel domain unless named); a codec missing from
     # --codecs fails here, before the evaluation
     ref = args.bd_reference if not args.bd_reference or "/" in args.bd_reference else f"{args.bd_reference}/pixel"
-    if ref and ref.split("/", 1)[0] not in codecs:
-        raise ValueError(f"--bd-reference {args.bd_reference}: {ref.split('/', 1)[0]} is not among --codecs {codecs}")
+    if ref and (ref_codec := ref.split("/", 1)[0]) not in codecs:
+        raise ValueError(f"--bd-reference {args.bd_reference}: {ref_codec} is not among --codecs {codecs}")
     result = evaluate_codecs(args.task, source, spec, codecs, _floats(args.qualities),
                              latent_head=heads or None, pixel_reference=args.reference,
                              batch_size=args.batch_size, progress=not args.quiet)

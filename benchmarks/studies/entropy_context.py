@@ -141,7 +141,7 @@ class ChannelConditional(nn.Module):
         return torch.cat(mu, 1), torch.cat(sigma, 1)
 
 
-def macs_per_pixel(module: nn.Module, M: int) -> float:
+def macs_per_pixel(module: nn.Module) -> float:
     """Multiply-accumulates per image pixel (one latent position is 16x16 pixels)."""
     total = 0
     for m in module.modules():
@@ -225,7 +225,7 @@ def main() -> None:
         t1 = time.time()
         history = train_variant(variant, train, args.steps, args.batch, args.seed)
         variant.eval()
-        rows[name] = {"macs_per_pixel": macs_per_pixel(variant, M), "train_seconds": round(time.time() - t1),
+        rows[name] = {"macs_per_pixel": macs_per_pixel(variant), "train_seconds": round(time.time() - t1),
                       "history": history, "bpp": {q: bpp(variant, test[q], size * size) for q in qualities}}
         print(f"{name}: trained in {rows[name]['train_seconds']}s, y bpp on training latents {history[-3:] if history else '-'}")
 
